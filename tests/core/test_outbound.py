@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import pytest
+
+from uipd.core.outbound import MAX_PENDING_SNAPSHOTS, CloseRequest, Kind, Offer, OutboundQueue
+
+
+class Waker:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+
+def test_offer_queues_in_order_and_counts_bytes() -> None:
+    q = OutboundQueue(100)
+    assert q.offer(b"a" * 10, Kind.CONTROL) is Offer.QUEUED
+    assert q.offer(b"b" * 20, Kind.UPDATE) is Offer.QUEUED
+    assert q.offer(b"s" * 500, Kind.SNAPSHOT) is Offer.QUEUED
+    assert len(q) == 3
+    assert q.queued_bytes == 30  # the SNAPSHOT is not counted
+    assert q.snapshots_pending == 1
+    assert q.take() == [b"a" * 10, b"b" * 20, b"s" * 500]
+    assert len(q) == 0
+
+
+def test_wake_only_when_queue_was_idle() -> None:
+    waker = Waker()
+    q = OutboundQueue(100, waker)
+    q.offer(b"1", Kind.CONTROL)
+    q.offer(b"2", Kind.CONTROL)
+    assert waker.calls == 1
+    q.take()
+    q.offer(b"3", Kind.UPDATE)
+    assert waker.calls == 2
+
+
+def test_one_message_always_fits_an_empty_queue() -> None:
+    q = OutboundQueue(10)
+    assert q.offer(b"x" * 1000, Kind.UPDATE) is Offer.QUEUED
+    assert q.offer(b"y", Kind.UPDATE) is Offer.OVERFLOW
+    assert q.offer(b"y", Kind.CONTROL) is Offer.OVERFLOW
+
+
+def test_overflow_at_the_bound() -> None:
+    q = OutboundQueue(100)
+    assert q.offer(b"x" * 60, Kind.UPDATE) is Offer.QUEUED
+    assert q.offer(b"x" * 40, Kind.UPDATE) is Offer.QUEUED  # exactly 100
+    assert q.offer(b"x", Kind.UPDATE) is Offer.OVERFLOW
+    assert q.queued_bytes == 100
+    assert len(q) == 2
+
+
+def test_inflight_bytes_count_until_written() -> None:
+    q = OutboundQueue(100)
+    q.offer(b"x" * 90, Kind.UPDATE)
+    q.take()
+    assert q.queued_bytes == 0
+    assert q.inflight_bytes == 90
+    assert q.pending_bytes == 90
+    assert q.offer(b"y" * 20, Kind.UPDATE) is Offer.OVERFLOW
+    q.written()
+    assert q.pending_bytes == 0
+    assert q.offer(b"y" * 20, Kind.UPDATE) is Offer.QUEUED
+
+
+def test_snapshots_bounded_by_count_not_bytes() -> None:
+    q = OutboundQueue(10)
+    for _ in range(MAX_PENDING_SNAPSHOTS):
+        assert q.offer(b"s" * 1000, Kind.SNAPSHOT) is Offer.QUEUED
+    assert q.offer(b"s", Kind.SNAPSHOT) is Offer.OVERFLOW
+    # Snapshots leave the byte bound untouched.
+    assert q.offer(b"c" * 10, Kind.CONTROL) is Offer.QUEUED
+    q.take()
+    assert q.offer(b"s", Kind.SNAPSHOT) is Offer.OVERFLOW  # still in flight
+    q.written()
+    assert q.snapshots_pending == 0
+    assert q.offer(b"s", Kind.SNAPSHOT) is Offer.QUEUED
+
+
+def test_start_resync_drops_queued_updates_only() -> None:
+    waker = Waker()
+    q = OutboundQueue(1000, waker)
+    q.offer(b"c1", Kind.CONTROL)
+    q.offer(b"u1", Kind.UPDATE)
+    q.offer(b"snap", Kind.SNAPSHOT)
+    q.offer(b"u2", Kind.UPDATE)
+    q.offer(b"c2", Kind.CONTROL)
+    calls = waker.calls
+    q.start_resync()
+    assert waker.calls == calls + 1
+    assert q.resync_pending
+    assert q.dropped_updates == 2
+    assert q.queued_bytes == 4
+    assert q.offer(b"u3", Kind.UPDATE) is Offer.DROPPED
+    assert q.dropped_updates == 3
+    assert q.offer(b"c3", Kind.CONTROL) is Offer.QUEUED
+    assert q.take() == [b"c1", b"snap", b"c2", b"c3"]
+
+
+def test_start_resync_keeps_inflight() -> None:
+    q = OutboundQueue(1000)
+    q.offer(b"u1", Kind.UPDATE)
+    q.take()
+    q.offer(b"u2", Kind.UPDATE)
+    q.start_resync()
+    assert q.inflight_bytes == 2
+    assert q.queued_bytes == 0
+    assert q.dropped_updates == 1
+
+
+def test_force_ignores_inflight_but_respects_queued() -> None:
+    q = OutboundQueue(100)
+    q.offer(b"x" * 100, Kind.UPDATE)
+    q.take()
+    assert q.force(b"a" * 50)  # only the batch in flight: room
+    assert q.force(b"b" * 50)
+    assert not q.force(b"c")  # 100 queued: no room
+    assert q.take() == [b"a" * 50, b"b" * 50]
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_request_close(flush: bool) -> None:
+    waker = Waker()
+    q = OutboundQueue(100, waker)
+    q.offer(b"c", Kind.CONTROL)
+    q.request_close(1001, "going away", flush=flush)
+    assert q.closing == CloseRequest(1001, "going away", flush)
+    assert len(q) == (1 if flush else 0)
+    assert q.offer(b"d", Kind.CONTROL) is Offer.CLOSED
+    assert q.offer(b"d", Kind.UPDATE) is Offer.CLOSED
+    assert q.offer(b"d", Kind.SNAPSHOT) is Offer.CLOSED
+    assert not q.force(b"d")
+    # The first close request wins.
+    q.request_close(4008, "slow consumer", flush=False)
+    assert q.closing == CloseRequest(1001, "going away", flush)
+    assert waker.calls == 2

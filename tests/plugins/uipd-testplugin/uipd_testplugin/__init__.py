@@ -1,0 +1,1 @@
+"""Test plugins for uipd."""

@@ -1,0 +1,87 @@
+"""Config loading: strict types, unknown keys, key paths in errors, --set overrides, the shipped file."""
+
+from pathlib import Path
+
+import pytest
+
+from uipd.config import Config, ConfigError, from_dict, load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_match_the_protocol():
+    c = from_dict({})
+    assert (c.server.port, c.server.paths, c.server.default_topics) == (5000, ("/", "/ws"), ("all",))
+    assert (c.heartbeat.interval, c.heartbeat.timeout) == (10.0, 30.0)
+    assert (c.api.host, c.api.port, c.api.key) == ("127.0.0.1", 5001, "")
+    assert c.server.max_message_bytes == 65536 and c.server.max_queue_bytes == 1048576
+    assert c.server.slow_consumer == "resync"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"server": {"port": "5000"}}, r"server\.port: expected an integer, got a string"),
+        ({"server": {"port": 5000.0}}, r"server\.port: expected an integer, got a number"),
+        ({"server": {"prot": 1}}, r"server: unknown key 'prot'"),
+        ({"server": {"paths": "/"}}, r"server\.paths: expected an array, got a string"),
+        ({"server": {"topics": ["a", 1]}}, r"server\.topics\[1\]: expected a string"),
+        ({"server": {"slow_consumer": "drop"}}, r"server\.slow_consumer: expected one of 'resync', 'disconnect'"),
+        ({"server": {"port": 70000}}, r"server: port must be a port number"),
+        ({"server": {"drain_timeout": 0}}, r"server: drain_timeout must be greater than 0"),
+        ({"heartbeat": {"interval": True}}, r"heartbeat\.interval: expected a number, got a boolean"),
+        ({"heartbeat": {"interval": 10, "timeout": 5}}, r"heartbeat\.timeout \(5\.0\) must be longer"),
+        ({"api": {"key": 123}}, r"api\.key: expected a string"),
+        ({"log": {"level": "loud"}}, r"log\.level: expected one of"),
+        ({"bogus": {}}, r"unknown section\(s\) 'bogus'"),
+        ({"sources": {"a": {}}}, r"sources\.a\.plugin: required key missing"),
+        ({"sources": {"a": 5}}, r"sources\.a: expected a table"),
+    ],
+)
+def test_wrong_values_are_errors_naming_file_and_key(raw, message):
+    with pytest.raises(ConfigError, match=r"^cfg\.toml: .*" + message):
+        from_dict(raw, file="cfg.toml")
+
+
+def test_integers_are_accepted_for_durations():
+    assert from_dict({"server": {"drain_timeout": 3}}).server.drain_timeout == 3.0
+
+
+def test_load_file_and_overrides(tmp_path):
+    f = tmp_path / "u.toml"
+    f.write_text('[server]\nport = 6000\n[sources.s]\nplugin = "file"\npath = "x.json"\n')
+    c = load(f, ["server.port=6001", 'server.welcome="hi there"', 'sources.s.path="/data/y.json"', "heartbeat.interval=2"])
+    assert c.server.port == 6001 and c.server.welcome == "hi there" and c.heartbeat.interval == 2.0
+    assert c.sources[0].options == {"path": "/data/y.json"}
+    assert c.path == str(f)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("server.welcome=hello", "the value must be TOML"),
+        ("port=1", "expected section.key=value"),
+        ("server.port", "expected section.key=value"),
+        ('server.port="5000"', r"server\.port: expected an integer"),
+    ],
+)
+def test_bad_overrides(tmp_path, override, message):
+    f = tmp_path / "u.toml"
+    f.write_text("")
+    with pytest.raises(ConfigError, match=message):
+        load(f, [override])
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\nport = 1")
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
+        load(bad)
+
+
+def test_the_shipped_config_is_valid():
+    c = load(ROOT / "uipd.toml")
+    assert isinstance(c, Config)
+    assert [s.plugin for s in c.sources] == ["sim"]

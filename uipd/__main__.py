@@ -1,0 +1,3 @@
+from uipd.cli import main
+
+raise SystemExit(main())

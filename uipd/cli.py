@@ -1,0 +1,104 @@
+"""The ``uipd`` command: run, check-config, plugins, --version."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from uipd import __version__
+from uipd.config import Config, ConfigError, load
+
+log = logging.getLogger("uipd")
+
+EXIT_CONFIG = 2
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # hypercorn's own info lines duplicate ours
+    logging.getLogger("uipd.api.http").setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("trio-websocket").setLevel(logging.WARNING)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="uipd", description="Real-time pub/sub WebSocket daemon for city data.")
+    p.add_argument("--version", action="version", version=f"uipd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", default="uipd.toml", help="TOML config file (default: ./uipd.toml)")
+    run.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help='override a config value, in TOML syntax (repeatable), e.g. --set server.port=5002 --set server.welcome=\'"hi"\'',
+    )
+    check = sub.add_parser("check-config", help="validate a config file and its sources; exit 0 or 2")
+    check.add_argument("file", nargs="?", default="uipd.toml")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    sub.add_parser("plugins", help="list the installed source plugins and their source types")
+    return p
+
+
+def _load(path: str, overrides: Sequence[str]) -> Config:
+    return load(path, overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from uipd.daemon import Daemon
+    from uipd.sources.registry import PluginRegistry
+
+    try:
+        config = _load(args.config, args.overrides)
+        setup_logging(config.log.level)
+        registry = PluginRegistry.discover()
+        daemon = Daemon(config, registry)
+    except ConfigError as exc:
+        print(f"uipd: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    log.info("uipd %s starting with %s; sources: %s", __version__, config.path,
+             ", ".join(f"{s.name} ({s.config.plugin})" for s in daemon._configured) or "none")
+    try:
+        trio.run(daemon.run)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:  # e.g. the port is taken
+        log.error("cannot serve: %s", exc)
+        return 1
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from uipd.daemon import Daemon
+    from uipd.sources.registry import PluginRegistry
+
+    try:
+        config = _load(args.file, args.overrides)
+        Daemon(config, PluginRegistry.discover())
+    except ConfigError as exc:
+        print(f"uipd: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{config.path}: ok ({len(config.sources)} source(s))")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from uipd.sources.registry import PluginRegistry
+
+    logging.basicConfig(level=logging.CRITICAL)
+    registry = PluginRegistry.discover()
+    for name, source_type in sorted(registry.types.items()):
+        print(f"{name:12} from {registry.providers[name]:12} {source_type.description}")
+    for broken in registry.broken:
+        print(f"{broken.name:12} BROKEN: {broken.error}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return {"run": cmd_run, "check-config": cmd_check_config, "plugins": cmd_plugins}[args.command](args)

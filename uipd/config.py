@@ -1,0 +1,328 @@
+"""The configuration: one frozen attrs tree, loaded from TOML by one strict cattrs converter.
+
+Strict means: a wrong type is an error, never a coercion ("5000" is not a port, "all" is not a
+list), an unknown key is an error, and every error names the file and the key path.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import attrs
+import cattrs
+from attrs import field, frozen
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.v import transform_error
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the file and the key path."""
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be greater than 0, got {value!r}")
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be 0 or more, got {value!r}")
+
+
+def _port(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{attribute.name} must be a port number 0-65535, got {value!r}")
+
+
+def _paths(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+    for p in value:
+        if not p.startswith("/"):
+            raise ValueError(f"{attribute.name} each path must start with '/', got {p!r}")
+
+
+@frozen
+class ServerConfig:
+    """``[server]``: the public WebSocket listener and the per-client limits."""
+
+    host: str = "0.0.0.0"
+    port: int = field(default=5000, validator=_port)
+    paths: tuple[str, ...] = field(default=("/", "/ws"), validator=_paths)
+    """URL paths that accept a WebSocket handshake; any other path gets HTTP 404."""
+    welcome: str = "Connected to HCMC Traffic Monitoring System"
+    topics: tuple[str, ...] = ()
+    """Topics offered without a source, fed only through the HTTP API."""
+    default_topics: tuple[str, ...] = ("all",)
+    """The subscription set of a client that never subscribes."""
+    max_message_bytes: int = field(default=64 * 1024, validator=_positive)
+    """Largest client frame; a larger one is closed with 1009."""
+    max_queue_bytes: int = field(default=1024 * 1024, validator=_positive)
+    """Bytes queued for one client before the slow-consumer policy applies."""
+    slow_consumer: Literal["resync", "disconnect"] = "resync"
+    drain_timeout: float = field(default=5.0, validator=_positive)
+    """Seconds from SIGTERM/SIGINT to exit: clients get close 1001 within this time."""
+    handshake_timeout: float = field(default=10.0, validator=_positive)
+    """Seconds a client may take to complete the opening handshake."""
+    close_timeout: float = field(default=2.0, validator=_positive)
+    """Seconds to wait for a client's close frame before the TCP connection is dropped."""
+    rate_limit: float = field(default=100.0, validator=_non_negative)
+    """Client messages per second (token bucket); 0 turns the limit off."""
+    rate_burst: int = field(default=200, validator=_positive)
+    rate_limit_strikes: int = field(default=20, validator=_positive)
+    """Consecutive rate-limited messages answered with ERROR before the connection is closed 1008."""
+
+
+@frozen
+class HeartbeatConfig:
+    """``[heartbeat]``: WebSocket pings and dead-client detection."""
+
+    interval: float = field(default=10.0, validator=_positive)
+    timeout: float = field(default=30.0, validator=_positive)
+
+
+@frozen
+class ApiConfig:
+    """``[api]``: the internal HTTP API listener."""
+
+    host: str = "127.0.0.1"
+    port: int = field(default=5001, validator=_port)
+    key: str = ""
+    """When set, every /api/* request needs ``Authorization: Bearer <key>``."""
+    max_body_bytes: int = field(default=1024 * 1024, validator=_positive)
+
+
+@frozen
+class LogConfig:
+    """``[log]``."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@frozen
+class SourceConfig:
+    """``[sources.NAME]``: which plugin runs, plus that plugin's own options (checked by the plugin's class)."""
+
+    name: str
+    plugin: str
+    options: Mapping[str, Any]
+    enabled: bool = True
+    restart_max_backoff: float = 60.0
+    """The longest wait between restarts of a failing source (the wait doubles from 0.5 s)."""
+
+
+@frozen
+class Config:
+    server: ServerConfig = ServerConfig()
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
+    api: ApiConfig = ApiConfig()
+    log: LogConfig = LogConfig()
+    sources: tuple[SourceConfig, ...] = ()
+    path: str = "<defaults>"
+    """The file this came from, for messages."""
+
+
+# -- the strict converter ----------------------------------------------------------------------
+
+
+class _StrictValueError(ValueError):
+    pass
+
+
+def _type_name(v: Any) -> str:
+    return {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array", dict: "a table"}.get(
+        type(v), type(v).__name__
+    )
+
+
+def _structure_str(v: Any, _: type) -> str:
+    if not isinstance(v, str):
+        raise _StrictValueError(f"expected a string, got {_type_name(v)} ({v!r})")
+    return v
+
+
+def _structure_int(v: Any, _: type) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _StrictValueError(f"expected an integer, got {_type_name(v)} ({v!r})")
+    return v
+
+
+def _structure_float(v: Any, _: type) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _StrictValueError(f"expected a number, got {_type_name(v)} ({v!r})")
+    return float(v)
+
+
+def _structure_bool(v: Any, _: type) -> bool:
+    if not isinstance(v, bool):
+        raise _StrictValueError(f"expected true or false, got {_type_name(v)} ({v!r})")
+    return v
+
+
+def _is_sequence_type(t: Any) -> bool:
+    origin = get_origin(t)
+    return origin in (tuple, list, Sequence) and not (origin is tuple and len(get_args(t)) == 2 and get_args(t)[1] is not Ellipsis)
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    conv.register_structure_hook(str, _structure_str)
+    conv.register_structure_hook(int, _structure_int)
+    conv.register_structure_hook(float, _structure_float)
+    conv.register_structure_hook(bool, _structure_bool)
+
+    def sequence_hook(t: Any) -> Any:
+        (item,) = get_args(t)[:1] or (Any,)
+        origin = get_origin(t)
+        make = tuple if origin in (tuple, Sequence) else list
+
+        def structure(v: Any, _: Any) -> Any:
+            if not isinstance(v, (list, tuple)):
+                raise _StrictValueError(f"expected an array, got {_type_name(v)} ({v!r})")
+            errors = []
+            out = []
+            for i, x in enumerate(v):
+                try:
+                    out.append(conv.structure(x, item))
+                except Exception as e:  # collected so every bad element is reported
+                    e.__notes__ = [*getattr(e, "__notes__", []), cattrs.errors.IterableValidationNote(f"index {i}", i, item)]
+                    errors.append(e)
+            if errors:
+                raise IterableValidationError("bad array elements", errors, t)
+            return make(out)
+
+        return structure
+
+    conv.register_structure_hook_factory(_is_sequence_type, sequence_hook)
+
+    def literal_hook(t: Any) -> Any:
+        allowed = get_args(t)
+
+        def structure(v: Any, _: Any) -> Any:
+            if v not in allowed or type(v) is not type(allowed[0]):
+                raise _StrictValueError(f"expected one of {', '.join(repr(a) for a in allowed)}, got {v!r}")
+            return v
+
+        return structure
+
+    conv.register_structure_hook_factory(lambda t: get_origin(t) is Literal, literal_hook)
+    return conv
+
+
+converter = _make_converter()
+
+
+def _format(exc: BaseException, type_: type | None) -> str:
+    if isinstance(exc, _StrictValueError):
+        return str(exc)
+    if isinstance(exc, ForbiddenExtraKeysError):
+        keys = sorted(exc.extra_fields)
+        return ("unknown key " if len(keys) == 1 else "unknown keys ") + ", ".join(repr(k) for k in keys)
+    if isinstance(exc, KeyError):
+        return "required key missing"
+    if isinstance(exc, ValueError):
+        return str(exc)
+    return f"invalid value ({exc})"
+
+
+def _messages(exc: BaseException, root: str) -> list[str]:
+    out = []
+    for line in transform_error(exc, path="$", format_exception=_format):
+        message, _, path = line.rpartition(" @ ")
+        path = path.removeprefix("$").lstrip(".")
+        path = f"{root}.{path}" if root and path else (root or path)
+        out.append(f"{path}: {message}" if path else message)
+    return out
+
+
+def structure_strict(data: Any, cls: type[T], *, file: str, root: str) -> T:
+    """Load ``data`` into ``cls`` with the strict converter; raise ConfigError naming file and key path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: {root}: expected a table, got {_type_name(data)}")
+    try:
+        return converter.structure(data, cls)
+    except (ClassValidationError, IterableValidationError) as exc:
+        raise ConfigError(f"{file}: " + "; ".join(_messages(exc, root))) from None
+    except (ValueError, TypeError) as exc:  # an attrs validator: its message starts with the field
+        raise ConfigError(f"{file}: {root}: {exc}") from None
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+_SECTIONS = {"server": ServerConfig, "heartbeat": HeartbeatConfig, "api": ApiConfig, "log": LogConfig}
+_SOURCE_KEYS = {"plugin", "enabled", "restart_max_backoff"}
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``--set section.key=value`` (value in TOML syntax) to the raw table."""
+    key, sep, value = assignment.partition("=")
+    path = [p.strip() for p in key.split(".")]
+    if not sep or not all(path) or len(path) < 2:
+        raise ConfigError(f"--set {assignment!r}: expected section.key=value")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(
+            f"--set {assignment!r}: the value must be TOML, e.g. {key}=5000 or {key}=\"text\" (quote strings)"
+        ) from None
+    table = raw
+    for part in path[:-1]:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"--set {assignment!r}: {part} is not a table")
+    table[path[-1]] = parsed
+
+
+def _source(name: str, table: Any, file: str) -> SourceConfig:
+    root = f"sources.{name}"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: {root}: expected a table, got {_type_name(table)}")
+    common = {k: table[k] for k in _SOURCE_KEYS if k in table}
+    if "plugin" not in common:
+        raise ConfigError(f'{file}: {root}.plugin: required key missing (e.g. plugin = "sim")')
+    checked: dict[str, Any] = {}
+    for key, check, default in (("plugin", _structure_str, None), ("enabled", _structure_bool, True), ("restart_max_backoff", _structure_float, 60.0)):
+        try:
+            checked[key] = check(common.get(key, default), type(default))
+        except _StrictValueError as exc:
+            raise ConfigError(f"{file}: {root}.{key}: {exc}") from None
+    plugin, enabled, backoff = checked["plugin"], checked["enabled"], checked["restart_max_backoff"]
+    if backoff <= 0:
+        raise ConfigError(f"{file}: {root}.restart_max_backoff: must be greater than 0, got {backoff!r}")
+    options = {k: v for k, v in table.items() if k not in _SOURCE_KEYS}
+    return SourceConfig(name, plugin, options, enabled, backoff)
+
+
+def from_dict(raw: dict[str, Any], *, file: str = "<config>") -> Config:
+    unknown = sorted(set(raw) - set(_SECTIONS) - {"sources"})
+    if unknown:
+        raise ConfigError(f"{file}: unknown section(s) {', '.join(repr(u) for u in unknown)}")
+    sections = {name: structure_strict(raw.get(name, {}), cls, file=file, root=name) for name, cls in _SECTIONS.items()}
+    sources_raw = raw.get("sources", {})
+    if not isinstance(sources_raw, dict):
+        raise ConfigError(f"{file}: sources: expected a table of [sources.NAME] tables")
+    sources = tuple(_source(name, table, file) for name, table in sources_raw.items())
+    config = Config(**sections, sources=sources, path=file)
+    hb = config.heartbeat
+    if hb.timeout <= hb.interval:
+        raise ConfigError(f"{file}: heartbeat.timeout ({hb.timeout}) must be longer than heartbeat.interval ({hb.interval})")
+    return config
+
+
+def load(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read a TOML file (an absent default file means defaults), apply ``--set`` overrides, validate."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return from_dict(raw, file=str(path))

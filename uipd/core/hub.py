@@ -1,0 +1,317 @@
+"""The hub: connected sessions, who is subscribed to what, and routing (PROTOCOL.md sections 1-5).
+
+Every decision about a client is taken here, synchronously: what it is sent on connect, how its
+messages are answered, which clients a publication reaches, what happens when one falls behind,
+when it is pinged and when it is dead.  The shell carries the decisions out: it writes the frames
+the sessions' queues hold, registers pings, and closes or drops connections the hub marks.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
+from typing import Any, Literal
+
+from attrs import define, field, frozen
+
+from uipd.core import wire
+from uipd.core.clock import Instant
+from uipd.core.errors import ClientError, UnknownTopic
+from uipd.core.messages import Ping, SnapshotRequest, Subscribe, Unsubscribe, parse_client_message
+from uipd.core.outbound import Kind, Offer, OutboundQueue
+from uipd.core.publish import Publication
+from uipd.core.ratelimit import RateVerdict, TokenBucket
+from uipd.core.subscriptions import ALL, SubscriptionSet
+from uipd.core.topics import TopicTable
+
+SlowConsumerPolicy = Literal["resync", "disconnect"]
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_SLOW_CONSUMER = 4008
+
+
+@frozen
+class HubSettings:
+    welcome: str = "Connected to HCMC Traffic Monitoring System"
+    default_topics: tuple[str, ...] = (ALL,)
+    heartbeat_interval: float = 10.0
+    heartbeat_timeout: float = 30.0
+    max_queue_bytes: int = 1024 * 1024
+    slow_consumer: SlowConsumerPolicy = "resync"
+    rate_limit: float = 100.0
+    rate_burst: float = 200.0
+    rate_limit_strikes: int = 20
+
+
+@define(eq=False)
+class Session:
+    """One connected client, as the core sees it."""
+
+    id: str
+    subscriptions: SubscriptionSet
+    outbound: OutboundQueue
+    rate: TokenBucket
+    last_alive: float
+    """Monotonic time of the last pong or ``ping`` action."""
+    next_ping_at: float
+    pings_sent: int = 0
+
+
+@frozen
+class PublishResult:
+    seq: int | None
+    recipients: int
+
+
+@frozen
+class HeartbeatPlan:
+    pings: list[tuple[Session, bytes]]
+    """Sessions to ping now, with the ping payload (the shell watches for its pong)."""
+    dead: list[Session]
+    """Sessions whose last sign of life is older than the timeout: drop them."""
+
+
+@define
+class HubCounters:
+    connections: int = 0
+    published: int = 0
+    broadcasts: int = 0
+    deliveries: int = 0
+    resyncs: int = 0
+    slow_disconnects: int = 0
+    heartbeat_drops: int = 0
+    client_errors: int = 0
+    rate_limit_closes: int = 0
+
+
+@define
+class Hub:
+    topics: TopicTable
+    settings: HubSettings = field(factory=HubSettings)
+    rng: random.Random = field(factory=random.Random)
+    sessions: dict[str, Session] = field(factory=dict)
+    counters: HubCounters = field(factory=HubCounters)
+    _all_subscribers: set[Session] = field(factory=set)
+    _topic_subscribers: dict[str, set[Session]] = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._topic_subscribers = {name: set() for name in self.topics.names}
+
+    # -- connections ------------------------------------------------------------------------------
+
+    def connect(self, client_id: str, now: Instant, wake: Callable[[], None] = lambda: None) -> Session:
+        """Register a client; its queue then holds the ``connection`` message and its SNAPSHOT."""
+        s = self.settings
+        session = Session(
+            id=client_id,
+            subscriptions=SubscriptionSet(set(s.default_topics)),
+            outbound=OutboundQueue(s.max_queue_bytes, wake),
+            rate=TokenBucket.start(s.rate_limit, s.rate_burst, s.rate_limit_strikes, now.mono),
+            last_alive=now.mono,
+            # The first ping of each client is spread over one interval, so that a mass
+            # reconnect does not ping in lockstep.
+            next_ping_at=now.mono + self.rng.uniform(0.0, s.heartbeat_interval),
+        )
+        self.sessions[client_id] = session
+        self._index(session)
+        self.counters.connections += 1
+        names = session.subscriptions.effective(self.topics.names)
+        self._reply(session, wire.connection_frame(s.welcome, now.iso, round(s.heartbeat_interval * 1000), client_id, self.topics.names))
+        self._reply(session, self.topics.snapshot_frame(names, now.mono, now.iso), Kind.SNAPSHOT)
+        return session
+
+    def _reply(self, session: Session, frame: bytes, kind: Kind = Kind.CONTROL) -> None:
+        """Queue a reply to the client; one that does not fit is a slow consumer's."""
+        if session.outbound.offer(frame, kind) is Offer.OVERFLOW:
+            self._slow_consumer(session, frame, kind)
+
+    def disconnect(self, session: Session) -> None:
+        self._unindex(session)
+        self.sessions.pop(session.id, None)
+
+    def _index(self, session: Session) -> None:
+        if session.subscriptions.wants_all:
+            self._all_subscribers.add(session)
+            return
+        for name in session.subscriptions.names:
+            self._topic_subscribers[name].add(session)
+
+    def _unindex(self, session: Session) -> None:
+        self._all_subscribers.discard(session)
+        for name in session.subscriptions.names:
+            subscribers = self._topic_subscribers.get(name)
+            if subscribers is not None:
+                subscribers.discard(session)
+
+    # -- client messages --------------------------------------------------------------------------
+
+    def receive(self, session: Session, text: str, now: Instant) -> None:
+        """Handle one client text frame; replies and closes are queued on the session."""
+        verdict = session.rate.take(now.mono)
+        if verdict is RateVerdict.CLOSE:
+            self.counters.rate_limit_closes += 1
+            session.outbound.request_close(CLOSE_POLICY_VIOLATION, "rate limit exceeded", flush=True)
+            return
+        if verdict is RateVerdict.LIMITED:
+            self._error(session, ClientError("rate_limited", "too many messages; slow down"), now)
+            return
+        try:
+            request = parse_client_message(text)
+            if isinstance(request, Ping):
+                session.last_alive = now.mono
+                self._reply(session, wire.pong_frame(now.iso))
+            elif isinstance(request, Subscribe):
+                self._subscribe(session, request, now)
+            elif isinstance(request, Unsubscribe):
+                self._check_known(request.topics)
+                self._unindex(session)
+                session.subscriptions.unsubscribe(request.topics, self.topics.names)
+                self._index(session)
+                self._reply(session, wire.subscribed_frame(session.subscriptions.names, now.iso))
+            elif isinstance(request, SnapshotRequest):
+                if request.topics is None:
+                    names = session.subscriptions.effective(self.topics.names)
+                else:
+                    self._check_known(request.topics)
+                    wanted = set(request.topics)
+                    names = [t for t in self.topics.names if ALL in wanted or t in wanted]
+                self._reply(session, self.topics.snapshot_frame(names, now.mono, now.iso), Kind.SNAPSHOT)
+        except ClientError as err:
+            self._error(session, err, now)
+
+    def _subscribe(self, session: Session, request: Subscribe, now: Instant) -> None:
+        self._check_known(request.topics)
+        before = set(session.subscriptions.effective(self.topics.names))
+        self._unindex(session)
+        session.subscriptions.subscribe(request.topics)
+        self._index(session)
+        self._reply(session, wire.subscribed_frame(session.subscriptions.names, now.iso))
+        if request.snapshot:
+            added = [t for t in session.subscriptions.effective(self.topics.names) if t not in before]
+            self._reply(session, self.topics.snapshot_frame(added, now.mono, now.iso), Kind.SNAPSHOT)
+
+    def _check_known(self, names: Iterable[str]) -> None:
+        unknown = [n for n in names if n != ALL and n not in self.topics]
+        if unknown:
+            raise ClientError("unknown_topic", "unknown topic(s): " + ", ".join(unknown), topics=unknown)
+
+    def _error(self, session: Session, err: ClientError, now: Instant) -> None:
+        self.counters.client_errors += 1
+        self._reply(session, wire.error_frame(err.error_code, err.message, now.iso, topics=err.topics))
+
+    # -- publishing -------------------------------------------------------------------------------
+
+    def publish(self, pub: Publication, now: Instant) -> PublishResult:
+        """Apply a publication to topic state and queue it, encoded and framed once, for its recipients."""
+        seq = None
+        if pub.topic is not None:
+            state = self.topics.get(pub.topic)
+            if state is None:
+                raise UnknownTopic(pub.topic)
+            if pub.kind == "UPDATE":
+                self.topics.apply(pub.topic, pub.upserts, pub.removed)
+            state.seq += 1
+            seq = state.seq
+        if pub.kind == "UPDATE":
+            payload = wire.update_payload(pub.topic, pub.data, pub.removed, now.iso, seq)
+        else:
+            payload = wire.alert_payload(pub.topic, pub.data, now.iso, seq)
+        frame = wire.frame_text(payload)
+        if pub.broadcast:
+            targets: Iterable[Session] = list(self.sessions.values())
+            self.counters.broadcasts += 1
+        else:
+            assert pub.topic is not None
+            targets = chain(self._all_subscribers, self._topic_subscribers[pub.topic])
+            self.counters.published += 1
+        recipients = self._fan_out(targets, frame, Kind.UPDATE if pub.kind == "UPDATE" else Kind.CONTROL)
+        self.counters.deliveries += recipients
+        return PublishResult(seq, recipients)
+
+    def _fan_out(self, targets: Iterable[Session], frame: bytes, kind: Kind) -> int:
+        delivered = 0
+        for session in targets:
+            result = session.outbound.offer(frame, kind)
+            if result is Offer.QUEUED:
+                delivered += 1
+            elif result is Offer.OVERFLOW and self._slow_consumer(session, frame, kind):
+                delivered += 1
+        return delivered
+
+    def _slow_consumer(self, session: Session, frame: bytes, kind: Kind) -> bool:
+        """Apply the slow-consumer policy; True if ``frame`` was still queued for the session."""
+        queue = session.outbound
+        if self.settings.slow_consumer == "resync" and kind is not Kind.SNAPSHOT:
+            if not queue.resync_pending:
+                self.counters.resyncs += 1
+            queue.start_resync()
+            if kind is Kind.UPDATE:
+                queue.dropped_updates += 1  # the UPDATE that overflowed: superseded by the resync
+                return False
+            # An ALERT or a reply is never dropped silently: queued, or the client is told by a close.
+            if queue.force(frame):
+                return True
+        self.counters.slow_disconnects += 1
+        queue.request_close(CLOSE_SLOW_CONSUMER, "slow consumer", flush=False)
+        return False
+
+    def take_resync(self, session: Session, now: Instant) -> bool:
+        """Called by the writer when a session's queue ran dry: queue its resync SNAPSHOT if one is owed."""
+        queue = session.outbound
+        if not queue.resync_pending or len(queue) or queue.closing is not None:
+            return False
+        queue.resync_pending = False
+        names = session.subscriptions.effective(self.topics.names)
+        queue.offer(self.topics.snapshot_frame(names, now.mono, now.iso, resync=True), Kind.SNAPSHOT)
+        return True
+
+    # -- liveness and shutdown --------------------------------------------------------------------
+
+    def heartbeat(self, now: Instant) -> HeartbeatPlan:
+        """Which sessions to ping now and which are dead (no pong or ``ping`` within the timeout)."""
+        s = self.settings
+        pings: list[tuple[Session, bytes]] = []
+        dead: list[Session] = []
+        for session in self.sessions.values():
+            if session.outbound.closing is not None:
+                continue
+            if now.mono - session.last_alive > s.heartbeat_timeout:
+                dead.append(session)
+            elif now.mono >= session.next_ping_at:
+                session.next_ping_at = now.mono + s.heartbeat_interval
+                session.pings_sent += 1
+                payload = b"uipd-%d" % session.pings_sent
+                if session.outbound.offer(wire.frame_ping(payload), Kind.CONTROL) is Offer.QUEUED:
+                    pings.append((session, payload))
+        self.counters.heartbeat_drops += len(dead)
+        return HeartbeatPlan(pings, dead)
+
+    def pong(self, session: Session, now: float) -> None:
+        session.last_alive = now
+
+    def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "going away") -> None:
+        for session in self.sessions.values():
+            session.outbound.request_close(code, reason, flush=True)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def subscriber_count(self, topic: str) -> int:
+        return len(self._all_subscribers) + len(self._topic_subscribers[topic])
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "clients": len(self.sessions),
+            "topics": {
+                name: {
+                    "subscribers": self.subscriber_count(name),
+                    "entities": len(state.entities),
+                    "seq": state.seq,
+                }
+                for name, state in self.topics.topics.items()
+            },
+        }
+
+    def topic_names(self) -> Sequence[str]:
+        return self.topics.names

@@ -1,0 +1,48 @@
+"""One client's subscription set and the rules of PROTOCOL.md section 3."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from attrs import define, field
+
+ALL = "all"
+
+
+@define
+class SubscriptionSet:
+    """The topic names a client holds; ``all`` stands for every topic, present and future."""
+
+    names: set[str] = field(factory=set)
+    explicit: bool = False
+    """False until the first subscribe, which replaces the configured default set."""
+
+    @property
+    def wants_all(self) -> bool:
+        return ALL in self.names
+
+    def effective(self, topics: Sequence[str]) -> list[str]:
+        """The concrete topics this set receives, in the server's topic order."""
+        if ALL in self.names:
+            return list(topics)
+        return [t for t in topics if t in self.names]
+
+    def subscribe(self, names: Iterable[str]) -> None:
+        if not self.explicit:
+            self.names = set()
+            self.explicit = True
+        self.names.update(names)
+
+    def unsubscribe(self, names: Iterable[str], topics: Sequence[str]) -> None:
+        # After an unsubscribe the set is the client's own, no longer the default: a later
+        # subscribe adds to it.
+        self.explicit = True
+        for name in names:
+            if name == ALL:
+                self.names.discard(ALL)
+                continue
+            if ALL in self.names:
+                # Removing one topic from "all" turns it into every current topic but that one,
+                # so the client really stops receiving it.
+                self.names = set(topics)
+            self.names.discard(name)

@@ -1,0 +1,1 @@
+"""The source runtime: plugin discovery, the publisher handed to sources, and their supervision."""
