@@ -1,0 +1,62 @@
+"""The trio-websocket adapter: the internals it relies on, and the write gate's ordering guarantee."""
+
+import trio
+
+from uipd.server.transport import WriteGate, check_pinned_internals
+
+
+def test_trio_websocket_internals_we_rely_on_are_there():
+    assert check_pinned_internals() == []
+
+
+async def _stream_pair():
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    client = await trio.open_tcp_stream("127.0.0.1", port)
+    server = await listeners[0].accept()
+    await listeners[0].aclose()
+    return server, client
+
+
+async def test_direct_writes_then_a_partial_remainder_is_flushed_before_anything_else():
+    server, client = await _stream_pair()
+    gate = WriteGate(server)
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    written = []
+    # The client does not read, so the kernel buffers fill and a direct write is taken in part.
+    while not gate.needs_flush:
+        assert gate.direct_write_possible
+        gate.write_now(chunk)
+        written.append(chunk)
+        assert len(written) < 10_000
+    assert not gate.direct_write_possible  # the remainder must go first
+    expected = b"".join(written) + b"<after>"
+    received = bytearray()
+
+    async def read_all():
+        while len(received) < len(expected):
+            received.extend(await client.receive_some(1 << 20))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_all)
+        await gate.send_all(b"<after>")  # e.g. a pong from trio-websocket
+    assert bytes(received) == expected
+    assert gate.direct_write_possible
+
+
+async def test_a_write_to_a_reset_connection_is_reported_by_the_next_send():
+    server, client = await _stream_pair()
+    gate = WriteGate(server)
+    client.socket.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    await client.aclose()  # RST
+    await trio.sleep(0.05)
+    for _ in range(3):
+        if gate.direct_write_possible:
+            gate.write_now(b"x" * 1000)
+    assert gate.needs_flush
+    try:
+        await gate.send_all(b"y")
+    except trio.BrokenResourceError:
+        pass
+    else:
+        raise AssertionError("a broken connection was not reported")
