@@ -93,6 +93,8 @@ class ApiConfig:
     key: str = ""
     """When set, every /api/* request needs ``Authorization: Bearer <key>``."""
     max_body_bytes: int = field(default=1024 * 1024, validator=_positive)
+    dashboard: bool = True
+    """Serve the live city dashboard at ``GET /`` (static files shipped in ``uipd/api/static``)."""
 
 
 @frozen

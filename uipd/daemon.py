@@ -19,6 +19,7 @@ from uipd.config import Config
 from uipd.core.hub import Hub, HubSettings, PublishResult
 from uipd.core.publish import Publication
 from uipd.core.topics import TopicTable
+from uipd.plugin import HttpHandler
 from uipd.server.clock import now
 from uipd.server.connection import ClientConnection, serve_stream
 from uipd.server.heartbeat import supervise_heartbeats
@@ -57,6 +58,7 @@ class Daemon:
     listening: bool = field(default=False, init=False)
     shutting_down: bool = field(default=False, init=False)
     _configured: list[Any] = field(factory=list, init=False)
+    _routes: dict[tuple[str, str], HttpHandler] = field(factory=dict, init=False)
     _api_stop: trio.Event = field(factory=trio.Event, init=False)
     _stop: trio.Event = field(factory=trio.Event, init=False)
     _drained: trio.Event = field(factory=trio.Event, init=False)
@@ -67,11 +69,19 @@ class Daemon:
         topics = offered_topics(self.config, self._configured)
         self.hub = Hub(TopicTable.of(topics), hub_settings(self.config))
         self.api_publisher = HubPublisher(self.hub, now)
+        for cs in self._configured:
+            http_routes = getattr(cs.source, "http_routes", None)
+            if http_routes is not None:
+                for route, handler in http_routes().items():
+                    self._routes[(cs.name, route)] = handler
 
     # -- ApiBackend -------------------------------------------------------------------------------
 
     def publish(self, pub: Publication) -> PublishResult:
         return self.api_publisher.submit(pub)
+
+    def source_route(self, source: str, route: str) -> HttpHandler | None:
+        return self._routes.get((source, route))
 
     def stats(self) -> dict[str, Any]:
         out = self.hub.stats()
@@ -122,7 +132,7 @@ class Daemon:
 
             nursery.start_soon(accept_loop)
             self.listening = True
-            app = ApiApp(self, key=cfg.api.key, max_body_bytes=cfg.api.max_body_bytes)
+            app = ApiApp(self, key=cfg.api.key, max_body_bytes=cfg.api.max_body_bytes, dashboard=cfg.api.dashboard)
             binds = await nursery.start(serve_api, app, cfg.api.host, cfg.api.port, self._api_stop.wait)
             self.api_port = int(binds[0].rsplit(":", 1)[1])
             tick = min(1.0, cfg.heartbeat.interval / 4)

@@ -28,7 +28,7 @@ A minimal plugin::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import pluggy
@@ -72,6 +72,39 @@ class Source(Protocol):
     async def run(self, publisher: Publisher) -> None:
         """Feed the topics until cancelled.  If it raises, the daemon logs the error and calls
         ``run`` again after a backoff; state already published stays."""
+
+
+@frozen
+class HttpRequest:
+    """A request to a source's own route on the API listener (``/sources/NAME/ROUTE``)."""
+
+    method: str
+    route: str
+    """The part of the path after ``/sources/NAME/``."""
+    query: str
+    headers: Mapping[str, str]
+    """Header names in lower case."""
+    body: bytes
+
+
+@frozen
+class HttpResponse:
+    status: int = 200
+    body: Any = None
+    """JSON-encodable (sent as application/json) or bytes (sent as ``content_type``)."""
+    content_type: str = "application/json"
+
+
+HttpHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+
+
+class ReceivesHttp(Protocol):
+    """Optional for a Source: routes it serves on the daemon's HTTP API listener, e.g. to receive
+    pushed notifications.  ``http_routes()`` is called once, before ``run``; a route ``"notify"``
+    of source ``NAME`` is served at ``/sources/NAME/notify`` (behind ``[api] key`` when set).
+    A handler that raises is answered with 500 and logged; it never takes the daemon down."""
+
+    def http_routes(self) -> Mapping[str, HttpHandler]: ...
 
 
 @frozen

@@ -44,26 +44,30 @@ async def publish_many(d, n, size, topic="accidents", kind="UPDATE"):
             assert r.status_code == 200
 
 
+async def publish_while_reading(d, reader, n, size):
+    """Publish n UPDATEs while ``reader`` reads; return the seqs it received."""
+    received = []
+
+    async def read():
+        while True:
+            received.append((await reader.recv_json())["seq"])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await publish_many(d, n, size)
+        with trio.fail_after(10):
+            while len(received) < n:
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    return received
+
+
 async def test_slow_consumer_resync_others_unaffected(daemon_factory):
     async with daemon_factory({"server": {"max_queue_bytes": 64 * 1024, "slow_consumer": "resync"}}) as d:
         slow = await connect(d)
         fast = await connect(d)
-        received = []
-
-        async def read_fast():
-            while True:
-                msg = await fast.recv_json()
-                received.append(msg["seq"])
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_fast)
-            # the slow client never reads while ~4 MB are published
-            await publish_many(d, 400, 10_000)
-            with trio.fail_after(10):
-                while len(received) < 400:
-                    await trio.sleep(0.05)
-            nursery.cancel_scope.cancel()
-        assert received == list(range(1, 401))
+        # the slow client never reads while ~4 MB are published
+        assert await publish_while_reading(d, fast, 400, 10_000) == list(range(1, 401))
         assert d.hub.counters.resyncs >= 1
         session = next(c.session for c in d.connections.values() if c.session.outbound.resync_pending or c.session.outbound.dropped_updates)
         assert session.outbound.pending_bytes <= 2 * 64 * 1024 + 20_000
@@ -103,20 +107,7 @@ async def test_slow_consumer_disconnect_policy_closes_4008(daemon_factory):
     async with daemon_factory({"server": {"max_queue_bytes": 64 * 1024, "slow_consumer": "disconnect", "close_timeout": 0.5}}) as d:
         slow = await connect(d)
         fast = await connect(d)
-        received = []
-
-        async def read_fast():
-            while True:
-                received.append((await fast.recv_json())["seq"])
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_fast)
-            await publish_many(d, 300, 10_000)
-            with trio.fail_after(10):
-                while len(received) < 300:
-                    await trio.sleep(0.05)
-            nursery.cancel_scope.cancel()
-        assert received == list(range(1, 301))
+        assert await publish_while_reading(d, fast, 300, 10_000) == list(range(1, 301))
         assert d.hub.counters.slow_disconnects == 1
         code = await slow.expect_close(timeout=5)
         assert code in (4008, None)  # 4008 when the close frame could follow the data in flight

@@ -2,8 +2,26 @@
 source is restarted with backoff, and readiness waits for every source."""
 
 import trio
+from attrs import frozen
 
 from tests.conftest import api_client, connect
+from uipd.plugin import SourceType, hookimpl
+
+
+@frozen
+class NoOptions:
+    pass
+
+
+def inline_plugin(name, make_source):
+    """A plugin object registered directly (not through an entry point) providing one source type."""
+
+    class Plugin:
+        @hookimpl
+        def uipd_source_types(self):
+            return [SourceType(name, NoOptions, lambda options: make_source())]
+
+    return name, Plugin()
 
 
 async def test_source_updates_reach_clients_and_state(daemon_factory):
@@ -46,20 +64,7 @@ async def test_readyz_waits_for_sources(daemon_factory):
             publisher.ready()
             await trio.sleep_forever()
 
-    from attrs import frozen
-
-    from uipd.plugin import SourceType, hookimpl
-
-    @frozen
-    class NoOptions:
-        pass
-
-    class Plugin:
-        @hookimpl
-        def uipd_source_types(self):
-            return [SourceType("slowpoke", NoOptions, lambda o: Slow())]
-
-    async with daemon_factory({"sources": {"s": {"plugin": "slowpoke"}}}, plugins=(("slowpoke", Plugin()),)) as d:
+    async with daemon_factory({"sources": {"s": {"plugin": "slowpoke"}}}, plugins=(inline_plugin("slowpoke", Slow),)) as d:
         async with api_client(d) as http:
             r = await http.get("/readyz")
             assert r.status_code == 503 and r.json()["waiting_for"] == ["s"]
@@ -80,20 +85,7 @@ async def test_a_source_may_publish_only_its_own_topics(daemon_factory):
             publisher.ready()
             await trio.sleep_forever()
 
-    from attrs import frozen
-
-    from uipd.plugin import SourceType, hookimpl
-
-    @frozen
-    class NoOptions:
-        pass
-
-    class Plugin:
-        @hookimpl
-        def uipd_source_types(self):
-            return [SourceType("rogue", NoOptions, lambda o: Rogue())]
-
-    async with daemon_factory({"sources": {"r": {"plugin": "rogue"}}}, plugins=(("rogue", Plugin()),)) as d:
+    async with daemon_factory({"sources": {"r": {"plugin": "rogue"}}}, plugins=(inline_plugin("rogue", Rogue),)) as d:
         with trio.fail_after(2):
             while Rogue.error is None:
                 await trio.sleep(0.01)

@@ -7,6 +7,8 @@ The app knows the daemon only through :class:`ApiBackend`; a publish goes throug
 from __future__ import annotations
 
 import hmac
+import importlib.resources
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -16,6 +18,9 @@ from uipd.core import publish
 from uipd.core.errors import PublishError
 from uipd.core.hub import PublishResult
 from uipd.core.publish import Publication
+from uipd.plugin import HttpHandler, HttpRequest, HttpResponse
+
+log = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -24,6 +29,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 class ApiBackend(Protocol):
     def publish(self, pub: Publication) -> PublishResult: ...
+
+    def source_route(self, source: str, route: str) -> HttpHandler | None:
+        """The handler a source registered for ``/sources/SOURCE/ROUTE``, if any."""
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -41,13 +49,43 @@ def _error_body(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
+_STATIC = importlib.resources.files("uipd.api") / "static"
+_CONTENT_TYPES = {
+    ".html": b"text/html; charset=utf-8",
+    ".js": b"text/javascript; charset=utf-8",
+    ".mjs": b"text/javascript; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+    ".svg": b"image/svg+xml",
+    ".png": b"image/png",
+    ".json": b"application/json",
+    ".ico": b"image/x-icon",
+}
+
+
+def _static_file(scope: Scope) -> tuple[int, Any, bytes]:
+    """The dashboard: ``/`` is ``static/index.html``; ``/static/NAME`` a file shipped in the package."""
+    if scope["method"] not in ("GET", "HEAD"):
+        raise _Reject(405, "method_not_allowed", "use GET", ((b"allow", b"GET"),))
+    name = "index.html" if scope["path"] == "/" else scope["path"].removeprefix("/static/")
+    if not name or any(part in ("", ".", "..") for part in name.split("/")):
+        raise _Reject(404, "not_found", f"no such file: {name}")
+    resource = _STATIC.joinpath(*name.split("/"))
+    try:
+        data = resource.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise _Reject(404, "not_found", f"no such file: {name}") from None
+    suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
+    return 200, data, _CONTENT_TYPES.get(suffix, b"application/octet-stream")
+
+
 class ApiApp:
     """Routes: /healthz, /readyz, GET /api/stats, POST /api/publish, POST /api/broadcast."""
 
-    def __init__(self, backend: ApiBackend, *, key: str = "", max_body_bytes: int = 1024 * 1024) -> None:
+    def __init__(self, backend: ApiBackend, *, key: str = "", max_body_bytes: int = 1024 * 1024, dashboard: bool = True) -> None:
         self.backend = backend
         self.key = key
         self.max_body_bytes = max_body_bytes
+        self.dashboard = dashboard
         self._routes: dict[str, tuple[str, Callable[[Scope, Receive], Awaitable[tuple[int, Any]]]]] = {
             "/healthz": ("GET", self._healthz),
             "/readyz": ("GET", self._readyz),
@@ -68,21 +106,50 @@ class ApiApp:
         if scope["type"] != "http":
             return
         headers: tuple[tuple[bytes, bytes], ...] = ()
+        content_type = b"application/json"
         try:
-            status, body = await self._dispatch(scope, receive)
+            if scope["path"].startswith("/sources/"):
+                status, body, content_type = await self._source_route(scope, receive)
+            elif self.dashboard and (scope["path"] == "/" or scope["path"].startswith("/static/")):
+                status, body, content_type = _static_file(scope)
+            else:
+                status, body = await self._dispatch(scope, receive)
         except _Reject as rej:
             status, body, headers = rej.status, _error_body(rej.code, rej.message), rej.headers
         except PublishError as err:
             status, body = err.http_status, _error_body(err.error_code, err.message)
-        payload = orjson.dumps(body)
+        payload = body if isinstance(body, bytes) else orjson.dumps(body)
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload)), *headers],
+                "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(payload)), *headers],
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+    async def _source_route(self, scope: Scope, receive: Receive) -> tuple[int, Any, bytes]:
+        _, _, rest = scope["path"].partition("/sources/")
+        source, _, route = rest.partition("/")
+        handler = self.backend.source_route(source, route)
+        if handler is None:
+            raise _Reject(404, "not_found", f"no such path: {scope['path']}")
+        self._authorize(scope)
+        request = HttpRequest(
+            method=scope["method"],
+            route=route,
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
+            body=await self._read_body(scope, receive),
+        )
+        try:
+            response = await handler(request)
+            if not isinstance(response, HttpResponse):
+                raise TypeError(f"the handler returned {type(response).__name__}, not HttpResponse")
+        except Exception:
+            log.exception("source %s: handler for %s failed", source, route)
+            raise _Reject(500, "source_error", f"source {source} failed to handle the request") from None
+        return response.status, response.body, response.content_type.encode("latin-1")
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
         path = scope["path"]
@@ -105,6 +172,13 @@ class ApiApp:
             raise _Reject(401, "unauthorized", "missing or wrong API key", ((b"www-authenticate", b"Bearer"),))
 
     async def _read_json(self, scope: Scope, receive: Receive) -> Any:
+        body = await self._read_body(scope, receive)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise _Reject(400, "bad_request", f"body is not valid JSON: {exc}") from None
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             raise _Reject(413, "too_large", f"body over {self.max_body_bytes} bytes")
@@ -121,10 +195,7 @@ class ApiApp:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        try:
-            return orjson.loads(b"".join(chunks))
-        except orjson.JSONDecodeError as exc:
-            raise _Reject(400, "bad_request", f"body is not valid JSON: {exc}") from None
+        return b"".join(chunks)
 
     async def _healthz(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
         return 200, {"ok": True}

@@ -9,6 +9,7 @@ Whatever goes wrong inside a connection ends that connection only.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -101,7 +102,9 @@ class ClientConnection:
         while True:
             frames = queue.take()
             if frames or transport.gate.needs_flush:
-                with trio.CancelScope() as self._write_scope:
+                closing = queue.closing
+                deadline = trio.current_time() + self.close_timeout if closing is not None and not closing.flush else math.inf
+                with trio.CancelScope(deadline=deadline) as self._write_scope:
                     try:
                         await transport.write(b"".join(frames))
                     except TransportClosed:
