@@ -54,15 +54,18 @@ class RawClient:
                 if not data:
                     raise Closed(None, "EOF during handshake")
                 client.ws.receive_data(data)
+                accepted = False
                 for event in client.ws.events():
                     if isinstance(event, AcceptConnection):
-                        return client
-                    if isinstance(event, RejectConnection):
+                        accepted = True
+                    elif isinstance(event, RejectConnection):
                         await stream.aclose()
                         raise Rejected(event.status_code)
-                    if isinstance(event, RejectData):
-                        continue
-                    client._pending.append(event)
+                    elif accepted:
+                        # frames that came in the same read as the 101 response
+                        client._pending.append(event)
+                if accepted:
+                    return client
 
     async def send_text(self, text: str) -> None:
         await self.stream.send_all(self.ws.send(TextMessage(data=text)))
@@ -80,6 +83,9 @@ class RawClient:
         if self._pending:
             events, self._pending = self._pending, []
             return events
+        buffered = list(self.ws.events())
+        if buffered:
+            return buffered
         data = await self.stream.receive_some(1 << 20)
         if not data:
             raise Closed(None, "EOF")

@@ -101,13 +101,19 @@ class Hub:
 
     # -- connections ------------------------------------------------------------------------------
 
-    def connect(self, client_id: str, now: Instant, wake: Callable[[], None] = lambda: None) -> Session:
+    def connect(
+        self,
+        client_id: str,
+        now: Instant,
+        wake: Callable[[], None] = lambda: None,
+        send_now: Callable[[bytes], bool] = lambda frame: False,
+    ) -> Session:
         """Register a client; its queue then holds the ``connection`` message and its SNAPSHOT."""
         s = self.settings
         session = Session(
             id=client_id,
             subscriptions=SubscriptionSet(set(s.default_topics)),
-            outbound=OutboundQueue(s.max_queue_bytes, wake),
+            outbound=OutboundQueue(s.max_queue_bytes, wake, send_now),
             rate=TokenBucket.start(s.rate_limit, s.rate_burst, s.rate_limit_strikes, now.mono),
             last_alive=now.mono,
             # The first ping of each client is spread over one interval, so that a mass

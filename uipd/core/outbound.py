@@ -52,6 +52,9 @@ class OutboundQueue:
     max_bytes: int
     wake: Callable[[], None] = lambda: None
     """Called when the writer has something new to do (injected by the shell)."""
+    send_now: Callable[[bytes], bool] = lambda frame: False
+    """Injected by the shell: offered each frame that arrives while nothing is queued or in
+    flight; True means the transport took the frame at once (no queueing, no task switch)."""
     _frames: deque[tuple[bytes, Kind]] = field(factory=deque)
     queued_bytes: int = 0
     """Bytes of queued non-SNAPSHOT frames."""
@@ -73,6 +76,8 @@ class OutboundQueue:
         if kind is Kind.UPDATE and self.resync_pending:
             self.dropped_updates += 1
             return Offer.DROPPED
+        if not self._frames and not self.inflight_bytes and self.send_now(frame):
+            return Offer.QUEUED
         if kind is Kind.SNAPSHOT:
             if self.snapshots_pending >= MAX_PENDING_SNAPSHOTS:
                 return Offer.OVERFLOW

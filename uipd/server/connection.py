@@ -19,7 +19,6 @@ from trio_websocket import ConnectionClosed, HandshakeError, wrap_server_stream
 from wsproto.utilities import ProtocolError
 
 from uipd.core.hub import Hub, Session
-from uipd.core.outbound import CloseRequest
 from uipd.server.clock import now
 from uipd.server.transport import TransportClosed, WebSocketTransport, WriteGate
 
@@ -35,101 +34,104 @@ _EXPECTED = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClose
 
 
 class ClientConnection:
-    """The shell of one session: moves its frames and owns its lifetime."""
+    """The shell of one session: moves its frames and owns its lifetime.
 
-    def __init__(self, hub: Hub, transport: WebSocketTransport, cancel_scope: trio.CancelScope, close_timeout: float) -> None:
+    An idle connection has no writer task: a frame that arrives while nothing is queued is
+    written straight to the socket (``_send_now``); a writer task is started only when frames
+    must wait (the socket is full, a write is under way) or a close or resync is due, and it
+    ends when the queue is empty again.
+    """
+
+    def __init__(self, hub: Hub, transport: WebSocketTransport, nursery: trio.Nursery, close_timeout: float) -> None:
         self.hub = hub
         self.transport = transport
-        self.cancel_scope = cancel_scope
-        """Cancelling it ends every task of this connection and closes the stream."""
+        self.nursery = nursery
+        """The connection's nursery: trio-websocket's reader and our writer run in it; cancelling
+        its scope ends the connection."""
         self.close_timeout = close_timeout
-        self._writable: trio.Event | None = None
+        self._writing = False
         self._write_scope: trio.CancelScope | None = None
-        self.session: Session = hub.connect(secrets.token_hex(8), now(), self._wake)
+        self.session: Session = hub.connect(secrets.token_hex(8), now(), self._wake, self._send_now)
+
+    def _send_now(self, frame: bytes) -> bool:
+        """The core's fast path (nothing queued): write at once if no other write is under way."""
+        transport = self.transport
+        if self._writing or not transport.direct_write_possible:
+            return False
+        transport.gate.write_now(frame)
+        if transport.gate.needs_flush:
+            self._start_writer()  # the kernel took part of it: the writer sends the rest
+        return True
 
     def _wake(self) -> None:
-        """Called by the core, synchronously, when the queue has work (or a close) for the writer."""
-        writable = self._writable
-        if writable is None:
-            # The writer is busy and will take the new frames when it loops.
-            if self._write_scope is not None:
-                closing = self.session.outbound.closing
-                if closing is not None and not closing.flush:
-                    # A client closed as a slow consumer gets a little time to take the frame in
-                    # flight, so its close frame can follow; past that its TCP connection is dropped.
-                    self._write_scope.deadline = min(self._write_scope.deadline, trio.current_time() + self.close_timeout)
+        """Called by the core, synchronously, when frames were queued or a close or resync is due."""
+        if not self._writing:
+            self._start_writer()
             return
-        queue = self.session.outbound
-        gate = self.transport.gate
-        if queue.closing is None and not queue.resync_pending and self.transport.direct_write_possible:
-            # Fast path: the writer is idle, so write straight to the socket with no task switch.
-            frames = queue.take()
-            gate.write_now(frames[0] if len(frames) == 1 else b"".join(frames))
-            if not gate.needs_flush:
-                queue.written()
-                return
-        writable.set()
+        closing = self.session.outbound.closing
+        if self._write_scope is not None and closing is not None and not closing.flush:
+            # A client closed as a slow consumer gets a little time to take the frame in flight,
+            # so its close frame can follow; past that its TCP connection is dropped.
+            self._write_scope.deadline = min(self._write_scope.deadline, trio.current_time() + self.close_timeout)
+
+    def _start_writer(self) -> None:
+        self._writing = True
+        try:
+            self.nursery.start_soon(self._write_loop)
+        except RuntimeError:  # the connection is over (its nursery is closed)
+            self._writing = False
 
     def abort(self) -> None:
-        self.cancel_scope.cancel()
+        self.nursery.cancel_scope.cancel()
 
     async def run(self) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_loop, nursery.cancel_scope)
-                await self._receive_loop()
-                # The peer closed or the connection broke: nothing more can be written.
-                nursery.cancel_scope.cancel()
-        finally:
-            self.hub.disconnect(self.session)
-
-    async def _receive_loop(self) -> None:
+        """The receive loop, until the peer closes or the connection breaks."""
         session, hub = self.session, self.hub
-        while True:
-            try:
-                message = await self.transport.receive()
-            except TransportClosed:
-                return
-            if isinstance(message, bytes):
-                session.outbound.request_close(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", flush=True)
-                continue
-            if session.outbound.closing is None:
-                hub.receive(session, message, now())
+        try:
+            while True:
+                try:
+                    message = await self.transport.receive()
+                except TransportClosed:
+                    return
+                if isinstance(message, bytes):
+                    session.outbound.request_close(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", flush=True)
+                elif session.outbound.closing is None:
+                    hub.receive(session, message, now())
+        finally:
+            hub.disconnect(session)
 
-    async def _write_loop(self, connection_scope: trio.CancelScope) -> None:
+    async def _write_loop(self) -> None:
         queue = self.session.outbound
         transport = self.transport
-        while True:
-            frames = queue.take()
-            if frames or transport.gate.needs_flush:
-                closing = queue.closing
-                deadline = trio.current_time() + self.close_timeout if closing is not None and not closing.flush else math.inf
-                with trio.CancelScope(deadline=deadline) as self._write_scope:
-                    try:
-                        await transport.write(b"".join(frames))
-                    except TransportClosed:
-                        connection_scope.cancel()
+        try:
+            while True:
+                frames = queue.take()
+                if frames or transport.gate.needs_flush:
+                    closing = queue.closing
+                    deadline = trio.current_time() + self.close_timeout if closing is not None and not closing.flush else math.inf
+                    with trio.CancelScope(deadline=deadline) as self._write_scope:
+                        try:
+                            await transport.write(b"".join(frames))
+                        except TransportClosed:
+                            self.abort()
+                            return
+                    scope, self._write_scope = self._write_scope, None
+                    if scope.cancelled_caught:
+                        # A partial frame went out: no close frame can follow it, drop the connection.
+                        self.abort()
                         return
-                scope, self._write_scope = self._write_scope, None
-                if scope.cancelled_caught:
-                    # A partial frame went out: no close frame can follow it, drop the connection.
-                    connection_scope.cancel()
+                    queue.written()
+                    continue
+                if queue.closing is not None:
+                    with trio.move_on_after(self.close_timeout):
+                        await transport.close(queue.closing.code, queue.closing.reason)
+                    self.abort()
                     return
-                queue.written()
-                continue
-            if queue.closing is not None:
-                await self._close(queue.closing)
-                connection_scope.cancel()
-                return
-            if self.hub.take_resync(self.session, now()):
-                continue
-            self._writable = trio.Event()
-            await self._writable.wait()
-            self._writable = None
-
-    async def _close(self, request: CloseRequest) -> None:
-        with trio.move_on_after(self.close_timeout):
-            await self.transport.close(request.code, request.reason)
+                if self.hub.take_resync(self.session, now()):
+                    continue
+                return  # nothing left to write: no task while idle
+        finally:
+            self._writing = False
 
 
 async def serve_stream(
@@ -140,6 +142,7 @@ async def serve_stream(
     accepting: Callable[[], bool],
 ) -> None:
     """Own one accepted TCP stream: handshake, run the client, close; never raise."""
+    gate: WriteGate | None = None
     try:
         async with trio.open_nursery() as nursery:
             request = None
@@ -159,7 +162,7 @@ async def serve_stream(
                 await request.reject(404, body=b"not found\n")
             else:
                 ws = await request.accept()
-                connection = ClientConnection(hub, WebSocketTransport(ws, gate), nursery.cancel_scope, config.close_timeout)
+                connection = ClientConnection(hub, WebSocketTransport(ws, gate), nursery, config.close_timeout)
                 unregister = register(connection)
                 try:
                     await connection.run()
@@ -172,4 +175,4 @@ async def serve_stream(
     except* Exception as group:
         log.warning("connection ended by an unexpected error", exc_info=group)
     finally:
-        await trio.aclose_forcefully(stream)
+        await trio.aclose_forcefully(gate if gate is not None else stream)

@@ -40,9 +40,11 @@ class WriteGate(trio.abc.HalfCloseableStream):
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self._lock = trio.StrictFIFOLock()
-        self._pending = b""
+        self._pending: memoryview | bytes = b""
         """Bytes of a frame the fast path could write only in part; written before anything else."""
         self._broken = False
+        self._closed = False
+        """Set by ``aclose``: the descriptor number may already belong to another connection."""
         try:
             self._fd: int | None = stream.socket.fileno()
         except AttributeError:  # not a socket (e.g. a TLS stream): no fast path
@@ -53,7 +55,7 @@ class WriteGate(trio.abc.HalfCloseableStream):
     @property
     def direct_write_possible(self) -> bool:
         """True when no other write is under way, so ``write_now`` may be used."""
-        return self._fd is not None and not self._lock.locked() and not self._pending and not self._broken
+        return self._fd is not None and not self._lock.locked() and not self._pending and not self._broken and not self._closed
 
     def write_now(self, data: bytes) -> None:
         """Write ``data`` without blocking (only when ``direct_write_possible``).  What the kernel
@@ -67,7 +69,7 @@ class WriteGate(trio.abc.HalfCloseableStream):
             self._broken = True
             return
         if n < len(data):
-            self._pending = data[n:]
+            self._pending = memoryview(data)[n:]  # no copy of a large snapshot's remainder
 
     @property
     def needs_flush(self) -> bool:
@@ -106,6 +108,7 @@ class WriteGate(trio.abc.HalfCloseableStream):
         await self.stream.send_eof()
 
     async def aclose(self) -> None:
+        self._closed = True
         await self.stream.aclose()
 
 
