@@ -13,7 +13,6 @@ reference, not a copy), and at most ``MAX_PENDING_SNAPSHOTS`` may wait for one c
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Callable
 
 from attrs import define, field, frozen
@@ -55,7 +54,9 @@ class OutboundQueue:
     send_now: Callable[[bytes], bool] = lambda frame: False
     """Injected by the shell: offered each frame that arrives while nothing is queued or in
     flight; True means the transport took the frame at once (no queueing, no task switch)."""
-    _frames: deque[tuple[bytes, Kind]] = field(factory=deque)
+    _frames: list[tuple[bytes, Kind]] = field(factory=list)
+    """A list, not a deque: frames are only appended and taken all at once, and an empty list is
+    ~10x smaller than an empty deque (it matters with many idle clients)."""
     queued_bytes: int = 0
     """Bytes of queued non-SNAPSHOT frames."""
     inflight_bytes: int = 0
@@ -111,7 +112,7 @@ class OutboundQueue:
 
     def start_resync(self) -> None:
         """Drop every queued UPDATE (frames already handed to the writer stay) and owe a resync."""
-        kept = deque(item for item in self._frames if item[1] is not Kind.UPDATE)
+        kept = [item for item in self._frames if item[1] is not Kind.UPDATE]
         self.dropped_updates += len(self._frames) - len(kept)
         self._frames = kept
         self.queued_bytes = sum(len(f) for f, k in kept if k is not Kind.SNAPSHOT)
@@ -130,7 +131,7 @@ class OutboundQueue:
     def take(self) -> list[bytes]:
         """Hand every queued frame to the writer; they count as in flight until ``written``."""
         frames = [f for f, _ in self._frames]
-        self._frames.clear()
+        self._frames = []
         self.inflight_bytes += self.queued_bytes
         self.queued_bytes = 0
         return frames

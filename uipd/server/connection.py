@@ -42,6 +42,8 @@ class ClientConnection:
     ends when the queue is empty again.
     """
 
+    __slots__ = ("hub", "transport", "nursery", "close_timeout", "session", "_writing", "_write_scope")
+
     def __init__(self, hub: Hub, transport: WebSocketTransport, nursery: trio.Nursery, close_timeout: float) -> None:
         self.hub = hub
         self.transport = transport
@@ -162,6 +164,7 @@ async def serve_stream(
                 await request.reject(404, body=b"not found\n")
             else:
                 ws = await request.accept()
+                del request  # the handshake request (headers) is not kept for the connection's life
                 connection = ClientConnection(hub, WebSocketTransport(ws, gate), nursery, config.close_timeout)
                 unregister = register(connection)
                 try:

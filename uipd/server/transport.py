@@ -37,6 +37,8 @@ class TransportClosed(Exception):
 class WriteGate(trio.abc.HalfCloseableStream):
     """Wraps the client's TCP stream: serializes every writer and offers a synchronous write."""
 
+    __slots__ = ("stream", "_lock", "_pending", "_broken", "_closed", "_fd")
+
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self._lock = trio.StrictFIFOLock()
