@@ -1,0 +1,1 @@
+"""uipd source plugin ``mqtt``: JSON payloads of MQTT topics published as uipd entities."""
