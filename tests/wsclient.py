@@ -44,8 +44,13 @@ class RawClient:
         self._pending: list[Any] = []
 
     @classmethod
-    async def connect(cls, port: int, path: str = "/", *, auto_pong: bool = True, headers: list[tuple[bytes, bytes]] | None = None) -> RawClient:
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async def connect(
+        cls, port: int, path: str = "/", *, auto_pong: bool = True, headers: list[tuple[bytes, bytes]] | None = None, ssl_context: Any = None
+    ) -> RawClient:
+        if ssl_context is not None:
+            stream = await trio.open_ssl_over_tcp_stream("localhost", port, ssl_context=ssl_context, https_compatible=True)
+        else:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
         client = cls(stream, auto_pong)
         await stream.send_all(client.ws.send(Request(host=f"127.0.0.1:{port}", target=path, extra_headers=headers or [])))
         with trio.fail_after(5):

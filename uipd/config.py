@@ -74,6 +74,36 @@ class ServerConfig:
     rate_burst: int = field(default=200, validator=_positive)
     rate_limit_strikes: int = field(default=20, validator=_positive)
     """Consecutive rate-limited messages answered with ERROR before the connection is closed 1008."""
+    max_clients: int = field(default=20000, validator=_positive)
+    """Connected clients at most; past it the handshake is answered 503."""
+    max_connections_per_ip: int = field(default=1000, validator=_positive)
+    """Connections from one address at most; past it the handshake is answered 429."""
+    max_subscriptions: int = field(default=256, validator=_positive)
+    """Topics one client may hold; a subscribe past it gets ERROR too_many_subscriptions."""
+    allowed_origins: tuple[str, ...] = ()
+    """When set, a handshake whose Origin header is not listed is refused with 403 (a handshake
+    without Origin, from a non-browser client, is allowed)."""
+    tls_cert: str = ""
+    """PEM certificate chain: with tls_key, the WebSocket listener serves wss://."""
+    tls_key: str = ""
+
+
+@frozen
+class AuthConfig:
+    """``[auth]``: credentials on the WebSocket handshake (PROTOCOL.md section 6)."""
+
+    mode: Literal["none", "token", "jwt"] = "none"
+    tokens: tuple[str, ...] = ()
+    token_file: str = ""
+    """One token per line; blank lines and # comments are ignored."""
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_key: str = ""
+    """The HS256 secret, or the RS256 public key (PEM)."""
+    jwt_key_file: str = ""
+    jwt_leeway: float = field(default=30.0, validator=_non_negative)
+    """Seconds of clock skew allowed on exp and nbf."""
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
 
 
 @frozen
@@ -102,6 +132,10 @@ class LogConfig:
     """``[log]``."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    """``text``: one human-readable line per record; ``json``: one JSON object per line (ts, level, logger, msg, exc)."""
+    levels: Mapping[str, Literal["debug", "info", "warning", "error"]] = field(factory=dict)
+    """Per-logger levels, e.g. ``{ "uipd.server" = "debug" }`` (a logger's children follow it)."""
 
 
 @frozen
@@ -119,6 +153,7 @@ class SourceConfig:
 @frozen
 class Config:
     server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
@@ -254,7 +289,7 @@ def structure_strict(data: Any, cls: type[T], *, file: str, root: str) -> T:
 
 # -- loading -------------------------------------------------------------------------------------
 
-_SECTIONS = {"server": ServerConfig, "heartbeat": HeartbeatConfig, "api": ApiConfig, "log": LogConfig}
+_SECTIONS = {"server": ServerConfig, "auth": AuthConfig, "heartbeat": HeartbeatConfig, "api": ApiConfig, "log": LogConfig}
 _SOURCE_KEYS = {"plugin", "enabled", "restart_max_backoff"}
 
 
@@ -308,6 +343,8 @@ def from_dict(raw: dict[str, Any], *, file: str = "<config>") -> Config:
         raise ConfigError(f"{file}: sources: expected a table of [sources.NAME] tables")
     sources = tuple(_source(name, table, file) for name, table in sources_raw.items())
     config = Config(**sections, sources=sources, path=file)
+    if bool(config.server.tls_cert) != bool(config.server.tls_key):
+        raise ConfigError(f"{file}: server: tls_cert and tls_key go together")
     hb = config.heartbeat
     if hb.timeout <= hb.interval:
         raise ConfigError(f"{file}: heartbeat.timeout ({hb.timeout}) must be longer than heartbeat.interval ({hb.interval})")

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
@@ -15,7 +18,9 @@ from attrs import define, field
 
 from uipd.api.app import ApiApp
 from uipd.api.server import serve_api
+from uipd.auth import AuthError, Authenticator, Identity, make_authenticator, token_from
 from uipd.config import Config
+from uipd.core.admission import UNAUTHORIZED, Refusal, check_handshake
 from uipd.core.hub import Hub, HubSettings, PublishResult
 from uipd.core.publish import Publication
 from uipd.core.topics import TopicTable
@@ -42,6 +47,7 @@ def hub_settings(config: Config) -> HubSettings:
         rate_limit=s.rate_limit,
         rate_burst=float(s.rate_burst),
         rate_limit_strikes=s.rate_limit_strikes,
+        max_subscriptions=s.max_subscriptions,
     )
 
 
@@ -59,6 +65,10 @@ class Daemon:
     shutting_down: bool = field(default=False, init=False)
     _configured: list[Any] = field(factory=list, init=False)
     _routes: dict[tuple[str, str], HttpHandler] = field(factory=dict, init=False)
+    authenticator: Authenticator = field(init=False)
+    refusals: Counter[str] = field(factory=Counter, init=False)
+    """Handshakes refused, by reason (see uipd.core.admission)."""
+    _per_ip: Counter[str] = field(factory=Counter, init=False)
     _api_stop: trio.Event = field(factory=trio.Event, init=False)
     _stop: trio.Event = field(factory=trio.Event, init=False)
     _drained: trio.Event = field(factory=trio.Event, init=False)
@@ -66,6 +76,7 @@ class Daemon:
     def __attrs_post_init__(self) -> None:
         # Config and plugin errors surface here, before anything listens.
         self._configured = build_sources(self.config, self.registry)
+        self.authenticator = make_authenticator(self.config.auth)
         topics = offered_topics(self.config, self._configured)
         self.hub = Hub(TopicTable.of(topics), hub_settings(self.config))
         self.api_publisher = HubPublisher(self.hub, now)
@@ -103,27 +114,59 @@ class Daemon:
     def request_shutdown(self) -> None:
         self._stop.set()
 
+    def _admit(self, target: str, headers: Mapping[str, str], ip: str) -> Refusal | Identity:
+        s = self.config.server
+        refusal = check_handshake(
+            path=target,
+            origin=headers.get("origin"),
+            accepting=not self.shutting_down,
+            paths=s.paths,
+            allowed_origins=s.allowed_origins,
+            clients=len(self.connections),
+            max_clients=s.max_clients,
+            clients_from_ip=self._per_ip[ip],
+            max_per_ip=s.max_connections_per_ip,
+        )
+        if refusal is None:
+            try:
+                return self.authenticator.authenticate(token_from(target, headers), time.time())
+            except AuthError as exc:
+                log.info("handshake from %s refused: %s", ip, exc)
+                refusal = UNAUTHORIZED
+        self.refusals[refusal.reason] += 1
+        return refusal
+
     def _register(self, connection: ClientConnection) -> Callable[[], None]:
         key = connection.session.id
         self.connections[key] = connection
+        ip = connection.remote
+        self._per_ip[ip] += 1
         if self.shutting_down:  # accepted while the drain began: it is closed like the others
             connection.session.outbound.request_close(1001, "going away", flush=True)
 
         def unregister() -> None:
             self.connections.pop(key, None)
+            self._per_ip[ip] -= 1
+            if not self._per_ip[ip]:
+                del self._per_ip[ip]
             if self.shutting_down and not self.connections:
                 self._drained.set()
 
         return unregister
 
     async def _serve_stream(self, stream: trio.SocketStream) -> None:
-        await serve_stream(stream, self.hub, self.config.server, self._register, lambda: not self.shutting_down)
+        await serve_stream(stream, self.hub, self.config.server, self._admit, self._register)
 
     async def run(self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
         async with trio.open_nursery() as nursery:  # the daemon's nursery: owns every task
-            listeners = await trio.open_tcp_listeners(cfg.server.port, host=cfg.server.host or None, backlog=4096)
-            self.ws_port = listeners[0].socket.getsockname()[1]
+            tcp_listeners = await trio.open_tcp_listeners(cfg.server.port, host=cfg.server.host or None, backlog=4096)
+            self.ws_port = tcp_listeners[0].socket.getsockname()[1]
+            listeners: list[trio.abc.Listener[Any]] = list(tcp_listeners)
+            if cfg.server.tls_cert:
+                tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                tls.load_cert_chain(cfg.server.tls_cert, cfg.server.tls_key)
+                listeners = [trio.SSLListener(l, tls, https_compatible=True) for l in tcp_listeners]
             accept_scope = trio.CancelScope()
 
             async def accept_loop() -> None:
@@ -143,8 +186,8 @@ class Daemon:
                 await nursery.start(supervise, cs, status)
             nursery.start_soon(self._watch_signals)
             log.info(
-                "uipd listening: WebSocket ws://%s:%d%s, HTTP API http://%s:%d; topics: %s",
-                cfg.server.host, self.ws_port, ",".join(cfg.server.paths), cfg.api.host, self.api_port,
+                "uipd listening: WebSocket %s://%s:%d%s, HTTP API http://%s:%d; topics: %s",
+                "wss" if cfg.server.tls_cert else "ws", cfg.server.host, self.ws_port, ",".join(cfg.server.paths), cfg.api.host, self.api_port,
                 ", ".join(self.hub.topics.names) or "none",
             )
             task_status.started(self)

@@ -9,6 +9,7 @@ the sessions' queues hold, registers pings, and closes or drops connections the 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
 from typing import Any, Literal
@@ -30,6 +31,7 @@ SlowConsumerPolicy = Literal["resync", "disconnect"]
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_SLOW_CONSUMER = 4008
+CLOSE_TOKEN_EXPIRED = 4001
 
 
 @frozen
@@ -43,6 +45,7 @@ class HubSettings:
     rate_limit: float = 100.0
     rate_burst: float = 200.0
     rate_limit_strikes: int = 20
+    max_subscriptions: int = 256
 
 
 @define(eq=False)
@@ -57,6 +60,13 @@ class Session:
     """Monotonic time of the last pong or ``ping`` action."""
     next_ping_at: float
     pings_sent: int = 0
+    allowed_topics: frozenset[str] | None = None
+    """The topics this client may subscribe to (a JWT ``topics`` claim); None: every topic."""
+    expires_at: float | None = None
+    """Monotonic time its credentials expire; it is closed 4001 then."""
+
+    def may_receive(self, topic: str) -> bool:
+        return self.allowed_topics is None or topic in self.allowed_topics
 
 
 @frozen
@@ -84,6 +94,34 @@ class HubCounters:
     heartbeat_drops: int = 0
     client_errors: int = 0
     rate_limit_closes: int = 0
+    expired_closes: int = 0
+    forbidden: int = 0
+    subscription_limit: int = 0
+    # For metrics (uipd.metrics reads these at scrape time); each moves at most once per publish
+    # or per connection, never per delivery.
+    published_by: Counter[tuple[str, str, bool]] = field(factory=Counter)
+    """(topic, "UPDATE"|"ALERT", broadcast) -> publications; topic "" for a broadcast without one."""
+    delivered_bytes: int = 0
+    """Bytes of UPDATE/ALERT frames handed to clients' queues (frame size x recipients)."""
+    slow_by_topic: Counter[tuple[str, str]] = field(factory=Counter)
+    """(topic, "resync"|"disconnect") -> slow-consumer events caused by a publish on that topic."""
+    closes: Counter[int] = field(factory=Counter)
+    """Connections closed, by close code (1006: dropped without a close frame)."""
+    handshake_timeouts: int = 0
+
+    def count_publish(self, topic: str | None, kind: str, broadcast: bool, frame_bytes: int, recipients: int, slow_before: tuple[int, int]) -> None:
+        """Once per publish: per-topic counts, and the slow-consumer events its fan-out caused."""
+        self.published_by[(topic or "", kind, broadcast)] += 1
+        self.delivered_bytes += frame_bytes * recipients
+        if self.resyncs != slow_before[0]:
+            self.slow_by_topic[(topic or "", "resync")] += self.resyncs - slow_before[0]
+        if self.slow_disconnects != slow_before[1]:
+            self.slow_by_topic[(topic or "", "disconnect")] += self.slow_disconnects - slow_before[1]
+
+    def count_close(self, *reasons: Any) -> None:
+        """Count a closed connection under the first known close code among ``reasons`` (objects
+        with a ``code``, or None); 1006 when there is none."""
+        self.closes[next((r.code for r in reasons if r is not None), 1006)] += 1
 
 
 @define
@@ -107,24 +145,37 @@ class Hub:
         now: Instant,
         wake: Callable[[], None] = lambda: None,
         send_now: Callable[[bytes], bool] = lambda frame: False,
+        *,
+        allowed_topics: frozenset[str] | None = None,
+        expires_in: float | None = None,
     ) -> Session:
-        """Register a client; its queue then holds the ``connection`` message and its SNAPSHOT."""
+        """Register a client; its queue then holds the ``connection`` message and its SNAPSHOT.
+
+        ``allowed_topics`` restricts what it may subscribe to (its default set is cut down to
+        them); ``expires_in`` is the seconds left on its credentials."""
         s = self.settings
+        default = set(s.default_topics)
+        if allowed_topics is not None:
+            offered = [t for t in self.topics.names if t in allowed_topics]
+            default = set(offered) if ALL in default else default & allowed_topics
         session = Session(
             id=client_id,
-            subscriptions=SubscriptionSet(set(s.default_topics)),
+            subscriptions=SubscriptionSet(default),
             outbound=OutboundQueue(s.max_queue_bytes, wake, send_now),
             rate=TokenBucket.start(s.rate_limit, s.rate_burst, s.rate_limit_strikes, now.mono),
             last_alive=now.mono,
             # The first ping of each client is spread over one interval, so that a mass
             # reconnect does not ping in lockstep.
             next_ping_at=now.mono + self.rng.uniform(0.0, s.heartbeat_interval),
+            allowed_topics=allowed_topics,
+            expires_at=None if expires_in is None else now.mono + expires_in,
         )
         self.sessions[client_id] = session
         self._index(session)
         self.counters.connections += 1
         names = session.subscriptions.effective(self.topics.names)
-        self._reply(session, wire.connection_frame(s.welcome, now.iso, round(s.heartbeat_interval * 1000), client_id, self.topics.names))
+        offered = [t for t in self.topics.names if session.may_receive(t)]
+        self._reply(session, wire.connection_frame(s.welcome, now.iso, round(s.heartbeat_interval * 1000), client_id, offered))
         self._reply(session, self.topics.snapshot_frame(names, now.mono, now.iso), Kind.SNAPSHOT)
         return session
 
@@ -181,6 +232,7 @@ class Hub:
                     names = session.subscriptions.effective(self.topics.names)
                 else:
                     self._check_known(request.topics)
+                    self._check_allowed(session, request.topics)
                     wanted = set(request.topics)
                     names = [t for t in self.topics.names if ALL in wanted or t in wanted]
                 self._reply(session, self.topics.snapshot_frame(names, now.mono, now.iso), Kind.SNAPSHOT)
@@ -189,7 +241,14 @@ class Hub:
 
     def _subscribe(self, session: Session, request: Subscribe, now: Instant) -> None:
         self._check_known(request.topics)
+        self._check_allowed(session, request.topics)
         before = set(session.subscriptions.effective(self.topics.names))
+        held = session.subscriptions.names if session.subscriptions.explicit else set()
+        if len(held | set(request.topics)) > self.settings.max_subscriptions:
+            self.counters.subscription_limit += 1
+            raise ClientError(
+                "too_many_subscriptions", f"at most {self.settings.max_subscriptions} topics may be subscribed at once"
+            )
         self._unindex(session)
         session.subscriptions.subscribe(request.topics)
         self._index(session)
@@ -197,6 +256,15 @@ class Hub:
         if request.snapshot:
             added = [t for t in session.subscriptions.effective(self.topics.names) if t not in before]
             self._reply(session, self.topics.snapshot_frame(added, now.mono, now.iso), Kind.SNAPSHOT)
+
+    def _check_allowed(self, session: Session, names: Iterable[str]) -> None:
+        if session.allowed_topics is None:
+            return
+        # "all" would include topics outside the claim: a restricted client names its topics.
+        denied = [n for n in names if n == ALL or n not in session.allowed_topics]
+        if denied:
+            self.counters.forbidden += 1
+            raise ClientError("forbidden", "not allowed for this client: " + ", ".join(denied), topics=denied)
 
     def _check_known(self, names: Iterable[str]) -> None:
         unknown = [n for n in names if n != ALL and n not in self.topics]
@@ -226,14 +294,18 @@ class Hub:
             payload = wire.alert_payload(pub.topic, pub.data, now.iso, seq)
         frame = wire.frame_text(payload)
         if pub.broadcast:
-            targets: Iterable[Session] = list(self.sessions.values())
+            targets: Iterable[Session] = [
+                s for s in self.sessions.values() if pub.topic is None or s.may_receive(pub.topic)
+            ]
             self.counters.broadcasts += 1
         else:
             assert pub.topic is not None
             targets = chain(self._all_subscribers, self._topic_subscribers[pub.topic])
             self.counters.published += 1
+        slow_before = (self.counters.resyncs, self.counters.slow_disconnects)
         recipients = self._fan_out(targets, frame, Kind.UPDATE if pub.kind == "UPDATE" else Kind.CONTROL)
         self.counters.deliveries += recipients
+        self.counters.count_publish(pub.topic, pub.kind, pub.broadcast, len(frame), recipients, slow_before)
         return PublishResult(seq, recipients)
 
     def _fan_out(self, targets: Iterable[Session], frame: bytes, kind: Kind) -> int:
@@ -283,6 +355,10 @@ class Hub:
         for session in self.sessions.values():
             if session.outbound.closing is not None:
                 continue
+            if session.expires_at is not None and now.mono >= session.expires_at:
+                self.counters.expired_closes += 1
+                session.outbound.request_close(CLOSE_TOKEN_EXPIRED, "token expired", flush=True)
+                continue
             if now.mono - session.last_alive > s.heartbeat_timeout:
                 dead.append(session)
             elif now.mono >= session.next_ping_at:
@@ -321,3 +397,11 @@ class Hub:
 
     def topic_names(self) -> Sequence[str]:
         return self.topics.names
+
+    def add_topics(self, names: Iterable[str]) -> list[str]:
+        """Offer new topics (a config reload added a source); returns those that were new.
+        Clients holding ``all`` receive them from now on."""
+        added = [name for name in names if self.topics.add(name)]
+        for name in added:
+            self._topic_subscribers[name] = set()
+        return added

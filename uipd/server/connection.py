@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, wrap_server_stream
 from wsproto.utilities import ProtocolError
 
+from uipd.auth import Identity
+from uipd.core.admission import Refusal
 from uipd.core.hub import Hub, Session
 from uipd.server.clock import now
 from uipd.server.transport import TransportClosed, WebSocketTransport, WriteGate
@@ -42,10 +45,22 @@ class ClientConnection:
     ends when the queue is empty again.
     """
 
-    __slots__ = ("hub", "transport", "nursery", "close_timeout", "session", "_writing", "_write_scope")
+    __slots__ = ("hub", "transport", "nursery", "close_timeout", "remote", "session", "_writing", "_write_scope")
 
-    def __init__(self, hub: Hub, transport: WebSocketTransport, nursery: trio.Nursery, close_timeout: float) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        transport: WebSocketTransport,
+        nursery: trio.Nursery,
+        close_timeout: float,
+        remote: str = "?",
+        *,
+        allowed_topics: frozenset[str] | None = None,
+        expires_in: float | None = None,
+    ) -> None:
         self.hub = hub
+        self.remote = remote
+        """The client's address (for per-address limits and logs)."""
         self.transport = transport
         self.nursery = nursery
         """The connection's nursery: trio-websocket's reader and our writer run in it; cancelling
@@ -53,7 +68,9 @@ class ClientConnection:
         self.close_timeout = close_timeout
         self._writing = False
         self._write_scope: trio.CancelScope | None = None
-        self.session: Session = hub.connect(secrets.token_hex(8), now(), self._wake, self._send_now)
+        self.session: Session = hub.connect(
+            secrets.token_hex(8), now(), self._wake, self._send_now, allowed_topics=allowed_topics, expires_in=expires_in
+        )
 
     def _send_now(self, frame: bytes) -> bool:
         """The core's fast path (nothing queued): write at once if no other write is under way."""
@@ -136,12 +153,24 @@ class ClientConnection:
             self._writing = False
 
 
+Admit = Callable[[str, Mapping[str, str], str], "Refusal | Identity"]
+"""Decides a handshake from its target (path and query), headers (lower-case) and remote address."""
+
+
+def remote_address(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None) or getattr(getattr(stream, "transport_stream", None), "socket", None)
+    try:
+        return str(sock.getpeername()[0]) if sock is not None else "?"
+    except OSError:
+        return "?"
+
+
 async def serve_stream(
     stream: trio.abc.Stream,
     hub: Hub,
     config: ServerConfig,
+    admit: Admit,
     register: Callable[[ClientConnection], Callable[[], None]],
-    accepting: Callable[[], bool],
 ) -> None:
     """Own one accepted TCP stream: handshake, run the client, close; never raise."""
     gate: WriteGate | None = None
@@ -155,22 +184,33 @@ async def serve_stream(
                 request = await wrap_server_stream(nursery, gate, message_queue_size=1, max_message_size=config.max_message_bytes)
             if request is None:
                 log.debug("handshake timed out")
+                hub.counters.handshake_timeouts += 1
                 nursery.cancel_scope.cancel()
                 return
-            path = request.path.split("?", 1)[0]
-            if not accepting():
-                await request.reject(503, body=b"shutting down\n")
-            elif path not in config.paths:
-                await request.reject(404, body=b"not found\n")
+            ip = remote_address(stream)
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
+            decision = admit(request.path, headers, ip)
+            if isinstance(decision, Refusal):
+                await request.reject(decision.status, body=decision.body)
             else:
                 ws = await request.accept()
                 del request  # the handshake request (headers) is not kept for the connection's life
-                connection = ClientConnection(hub, WebSocketTransport(ws, gate), nursery, config.close_timeout)
+                expires_in = None if decision.expires_at is None else decision.expires_at - time.time()
+                connection = ClientConnection(
+                    hub, WebSocketTransport(ws, gate), nursery, config.close_timeout, ip,
+                    allowed_topics=decision.topics, expires_in=expires_in,
+                )
                 unregister = register(connection)
                 try:
                     await connection.run()
                 finally:
                     unregister()
+                    hub.counters.count_close(connection.session.outbound.closing, ws.closed)
+                # The receive side is over. A close we started may still be waiting for the
+                # peer's close frame (closing the TCP connection with unread data would reset it
+                # and lose our close frame): let the writer and reader finish, for a bounded time.
+                nursery.cancel_scope.deadline = trio.current_time() + config.close_timeout
+                return
             nursery.cancel_scope.cancel()
     # One broken connection must never affect the others: whatever escapes is logged here.
     except* _EXPECTED as group:

@@ -1,0 +1,128 @@
+"""Who may connect (PROTOCOL.md section 6): static tokens or JWT (HS256/RS256), checked at the handshake.
+
+The result is an :class:`Identity`: which topics the client may subscribe to (a JWT ``topics``
+claim) and when its credentials expire (a JWT ``exp``), so the core can refuse a subscribe
+(``ERROR forbidden``) and close the connection when the token runs out.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qs
+
+import jwt
+from attrs import frozen
+
+from uipd.config import AuthConfig, ConfigError
+
+
+@frozen
+class Identity:
+    subject: str | None = None
+    topics: frozenset[str] | None = None
+    """The topics this client may subscribe to; None: every topic."""
+    expires_at: float | None = None
+    """Unix time at which the credentials expire; None: never."""
+
+
+ANONYMOUS = Identity()
+
+
+class AuthError(Exception):
+    """The handshake is refused with HTTP 401; the message says why (logged, not sent)."""
+
+
+class Authenticator(Protocol):
+    def authenticate(self, token: str | None, now: float) -> Identity: ...
+
+
+def token_from(target: str, headers: Mapping[str, str]) -> str | None:
+    """The token of a handshake: ``Authorization: Bearer ...`` or ``?token=...`` in the URL."""
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    _, _, query = target.partition("?")
+    values = parse_qs(query).get("token")
+    return values[0] if values else None
+
+
+class NoAuth:
+    def authenticate(self, token: str | None, now: float) -> Identity:
+        return ANONYMOUS
+
+
+class TokenAuth:
+    """Static tokens: compared in constant time."""
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        self._tokens = [t.encode() for t in tokens]
+
+    def authenticate(self, token: str | None, now: float) -> Identity:
+        if token is None:
+            raise AuthError("no token")
+        given = token.encode()
+        # compare with every token so the time taken does not tell which one nearly matched
+        if not any([hmac.compare_digest(given, t) for t in self._tokens]):
+            raise AuthError("unknown token")
+        return ANONYMOUS
+
+
+class JwtAuth:
+    def __init__(self, key: str, algorithm: str, leeway: float, audience: str, issuer: str) -> None:
+        self._key = key
+        self._algorithm = algorithm
+        self._leeway = leeway
+        self._audience = audience or None
+        self._issuer = issuer or None
+
+    def authenticate(self, token: str | None, now: float) -> Identity:
+        if token is None:
+            raise AuthError("no token")
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self._algorithm],
+                leeway=self._leeway,
+                audience=self._audience,
+                issuer=self._issuer,
+            )
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"invalid JWT: {exc}") from None
+        topics = claims.get("topics")
+        if topics is not None and not (isinstance(topics, list) and all(isinstance(t, str) for t in topics)):
+            raise AuthError("the topics claim must be a list of strings")
+        exp = claims.get("exp")
+        return Identity(
+            subject=claims.get("sub") if isinstance(claims.get("sub"), str) else None,
+            topics=frozenset(topics) if topics is not None else None,
+            expires_at=float(exp) + self._leeway if isinstance(exp, (int, float)) else None,
+        )
+
+
+def _read(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"auth.{what}: cannot read {path}: {exc}") from None
+
+
+def make_authenticator(config: AuthConfig) -> Authenticator:
+    """Build the authenticator; unreadable or empty credential files are config errors."""
+    if config.mode == "none":
+        return NoAuth()
+    if config.mode == "token":
+        tokens = list(config.tokens)
+        if config.token_file:
+            lines = _read(config.token_file, "token_file").splitlines()
+            tokens += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not tokens:
+            raise ConfigError('auth: mode = "token" needs tokens or a token_file with at least one token')
+        return TokenAuth(tokens)
+    key = _read(config.jwt_key_file, "jwt_key_file") if config.jwt_key_file else config.jwt_key
+    if not key:
+        raise ConfigError('auth: mode = "jwt" needs jwt_key or jwt_key_file')
+    return JwtAuth(key, config.jwt_algorithm, config.jwt_leeway, config.jwt_audience, config.jwt_issuer)

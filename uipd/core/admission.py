@@ -1,0 +1,57 @@
+"""Whether a WebSocket handshake is accepted: path, shutdown, Origin, and connection limits.
+
+Credentials are checked by :mod:`uipd.auth` (which needs the clock and PyJWT); this module takes
+the rest of the decision and says which HTTP status refuses the handshake, and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from attrs import frozen
+
+
+@frozen
+class Refusal:
+    status: int
+    reason: str
+    """A short key (``not_found``, ``shutting_down``, ``forbidden_origin``, ``unauthorized``,
+    ``too_many_clients``, ``too_many_per_ip``, ``timeout``), used for logs and metrics."""
+
+    @property
+    def body(self) -> bytes:
+        return self.reason.replace("_", " ").encode() + b"\n"
+
+
+NOT_FOUND = Refusal(404, "not_found")
+SHUTTING_DOWN = Refusal(503, "shutting_down")
+FORBIDDEN_ORIGIN = Refusal(403, "forbidden_origin")
+UNAUTHORIZED = Refusal(401, "unauthorized")
+TOO_MANY_CLIENTS = Refusal(503, "too_many_clients")
+TOO_MANY_PER_IP = Refusal(429, "too_many_per_ip")
+
+
+def check_handshake(
+    *,
+    path: str,
+    origin: str | None,
+    accepting: bool,
+    paths: Sequence[str],
+    allowed_origins: Sequence[str],
+    clients: int,
+    max_clients: int,
+    clients_from_ip: int,
+    max_per_ip: int,
+) -> Refusal | None:
+    """The refusal for a handshake, or None when nothing but its credentials stands in the way."""
+    if not accepting:
+        return SHUTTING_DOWN
+    if path.split("?", 1)[0] not in paths:
+        return NOT_FOUND
+    if allowed_origins and origin is not None and origin not in allowed_origins:
+        return FORBIDDEN_ORIGIN
+    if clients >= max_clients:
+        return TOO_MANY_CLIENTS
+    if clients_from_ip >= max_per_ip:
+        return TOO_MANY_PER_IP
+    return None
