@@ -18,6 +18,7 @@ EXIT_CONFIG = 2
 
 
 def setup_logging(level: str) -> None:
+    """The plain setup (kept for embedding); ``uipd run`` uses :func:`uipd.logs.setup` and ``[log]``."""
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -42,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", nargs="?", default="uipd.toml")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     sub.add_parser("plugins", help="list the installed source plugins and their source types")
+    from uipd.ops import add_commands
+
+    add_commands(sub)
     return p
 
 
@@ -50,14 +54,20 @@ def _load(path: str, overrides: Sequence[str]) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from uipd import logs, systemd
     from uipd.daemon import Daemon
     from uipd.sources.registry import PluginRegistry
 
     try:
         config = _load(args.config, args.overrides)
-        setup_logging(config.log.level)
+        logs.setup(config.log)
         registry = PluginRegistry.discover()
-        daemon = Daemon(config, registry)
+        daemon = Daemon(
+            config, registry, tuple(args.overrides),
+            notifier=systemd.Notifier.from_environ(),
+            watchdog=systemd.watchdog_period(),
+            inherited_fds=systemd.listen_fds(),
+        )
     except ConfigError as exc:
         print(f"uipd: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -101,4 +111,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if hasattr(args, "handler"):  # the operator commands (uipd.ops): tail, publish, stats
+        return int(args.handler(args))
     return {"run": cmd_run, "check-config": cmd_check_config, "plugins": cmd_plugins}[args.command](args)

@@ -148,6 +148,26 @@ class SourceConfig:
     enabled: bool = True
     restart_max_backoff: float = 60.0
     """The longest wait between restarts of a failing source (the wait doubles from 0.5 s)."""
+    run_on: Literal["leader", "every-node"] = "leader"
+    """With the Redis broker: run on one node of the cluster at a time (a lease in Redis decides
+    which) or on every node.  Without a cluster the source simply runs."""
+
+
+@frozen
+class BrokerConfig:
+    """``[broker]``: how publishes reach every node."""
+
+    kind: Literal["memory", "redis"] = "memory"
+    """``memory``: one node; ``redis``: several nodes sharing topic state and seq through Redis."""
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "uipd"
+    """Prefix of every Redis key and channel: nodes with the same prefix form one cluster."""
+    node_id: str = ""
+    """This node's name in the cluster; empty: hostname-pid."""
+    lease_ttl: float = field(default=5.0, validator=_positive)
+    """Seconds a source lease lives without renewal: how soon another node takes a source over."""
+    max_pending: int = field(default=10000, validator=_positive)
+    """Publications waiting for Redis at most; past it a publish is refused with 503."""
 
 
 @frozen
@@ -157,6 +177,7 @@ class Config:
     heartbeat: HeartbeatConfig = HeartbeatConfig()
     api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
+    broker: BrokerConfig = BrokerConfig()
     sources: tuple[SourceConfig, ...] = ()
     path: str = "<defaults>"
     """The file this came from, for messages."""
@@ -289,8 +310,8 @@ def structure_strict(data: Any, cls: type[T], *, file: str, root: str) -> T:
 
 # -- loading -------------------------------------------------------------------------------------
 
-_SECTIONS = {"server": ServerConfig, "auth": AuthConfig, "heartbeat": HeartbeatConfig, "api": ApiConfig, "log": LogConfig}
-_SOURCE_KEYS = {"plugin", "enabled", "restart_max_backoff"}
+_SECTIONS = {"server": ServerConfig, "auth": AuthConfig, "heartbeat": HeartbeatConfig, "api": ApiConfig, "log": LogConfig, "broker": BrokerConfig}
+_SOURCE_KEYS = {"plugin", "enabled", "restart_max_backoff", "run_on"}
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
@@ -329,8 +350,11 @@ def _source(name: str, table: Any, file: str) -> SourceConfig:
     plugin, enabled, backoff = checked["plugin"], checked["enabled"], checked["restart_max_backoff"]
     if backoff <= 0:
         raise ConfigError(f"{file}: {root}.restart_max_backoff: must be greater than 0, got {backoff!r}")
+    run_on = common.get("run_on", "leader")
+    if run_on not in ("leader", "every-node"):
+        raise ConfigError(f"{file}: {root}.run_on: expected one of 'leader', 'every-node', got {run_on!r}")
     options = {k: v for k, v in table.items() if k not in _SOURCE_KEYS}
-    return SourceConfig(name, plugin, options, enabled, backoff)
+    return SourceConfig(name, plugin, options, enabled, backoff, run_on)
 
 
 def from_dict(raw: dict[str, Any], *, file: str = "<config>") -> Config:

@@ -11,12 +11,19 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import trio
 from attrs import define, field
 
+from uipd import reload as config_reload
+from uipd import systemd
 from uipd.api.app import ApiApp
+from uipd.cluster.factory import make_broker
+from uipd.cluster.lease import leases_of, run_with_lease
+from uipd.cluster.memory import MemoryBroker
+from uipd.cluster.redis import RedisBroker
 from uipd.api.server import serve_api
 from uipd.auth import AuthError, Authenticator, Identity, make_authenticator, token_from
 from uipd.config import Config
@@ -29,10 +36,21 @@ from uipd.server.clock import now
 from uipd.server.connection import ClientConnection, serve_stream
 from uipd.server.heartbeat import supervise_heartbeats
 from uipd.sources.publisher import HubPublisher
-from uipd.sources.registry import PluginRegistry, build_sources, offered_topics
+from uipd.metrics import Metrics
+from uipd.sources.registry import ConfiguredSource, PluginRegistry, build_sources, offered_topics
 from uipd.sources.supervisor import SourceStatus, supervise
 
 log = logging.getLogger(__name__)
+
+
+def _loopback(address: tuple[Any, ...]) -> tuple[str, int]:
+    """Where to reach a listener bound to ``address`` from this host."""
+    host, port = address[0], address[1]
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return host, port
 
 
 def hub_settings(config: Config) -> HubSettings:
@@ -55,7 +73,17 @@ def hub_settings(config: Config) -> HubSettings:
 class Daemon:
     config: Config
     registry: PluginRegistry
+    overrides: tuple[str, ...] = ()
+    """The ``--set`` overrides, applied again when the config file is reloaded (SIGHUP)."""
+    notifier: systemd.Notifier = field(factory=lambda: systemd.Notifier(None))
+    """Where READY/STATUS/WATCHDOG/STOPPING/RELOADING go (systemd's NOTIFY_SOCKET; none by default)."""
+    watchdog: float | None = None
+    """Seconds between WATCHDOG=1 notifications (half of systemd's WATCHDOG_USEC); None: no watchdog."""
+    inherited_fds: Mapping[str, int] = field(factory=dict)
+    """Listening sockets passed by systemd (``ws``, ``api``): used instead of binding."""
     hub: Hub = field(init=False)
+    broker: MemoryBroker | RedisBroker = field(init=False)
+    """Every publish goes through it: this node's hub directly, or the cluster through Redis."""
     api_publisher: HubPublisher = field(init=False)
     connections: dict[str, ClientConnection] = field(factory=dict, init=False)
     sources: list[SourceStatus] = field(factory=list, init=False)
@@ -69,6 +97,16 @@ class Daemon:
     refusals: Counter[str] = field(factory=Counter, init=False)
     """Handshakes refused, by reason (see uipd.core.admission)."""
     _per_ip: Counter[str] = field(factory=Counter, init=False)
+    metrics: Metrics = field(init=False)
+    reloads: Counter[str] = field(factory=Counter, init=False)
+    """Config reloads by result (``ok``, ``failed``)."""
+    accepted: int = field(default=0, init=False)
+    """TCP connections taken by the accept loop (the watchdog probe watches it move)."""
+    api_app: ApiApp | None = field(default=None, init=False)
+    _nursery: trio.Nursery | None = field(default=None, init=False)
+    _source_scopes: dict[str, trio.CancelScope] = field(factory=dict, init=False)
+    _probe_address: tuple[str, int] | None = field(default=None, init=False)
+    _reload_lock: trio.Lock = field(factory=trio.Lock, init=False)
     _api_stop: trio.Event = field(factory=trio.Event, init=False)
     _stop: trio.Event = field(factory=trio.Event, init=False)
     _drained: trio.Event = field(factory=trio.Event, init=False)
@@ -79,7 +117,9 @@ class Daemon:
         self.authenticator = make_authenticator(self.config.auth)
         topics = offered_topics(self.config, self._configured)
         self.hub = Hub(TopicTable.of(topics), hub_settings(self.config))
-        self.api_publisher = HubPublisher(self.hub, now)
+        self.metrics = Metrics(self)
+        self.broker = make_broker(self.config.broker, self.hub, now, self._node_stats)
+        self.api_publisher = HubPublisher(self.hub, now, observe=self.metrics.observe_publish, broker=self.broker)
         for cs in self._configured:
             http_routes = getattr(cs.source, "http_routes", None)
             if http_routes is not None:
@@ -88,8 +128,11 @@ class Daemon:
 
     # -- ApiBackend -------------------------------------------------------------------------------
 
-    def publish(self, pub: Publication) -> PublishResult:
-        return self.api_publisher.submit(pub)
+    async def publish(self, pub: Publication) -> PublishResult:
+        return await self.api_publisher.confirm(pub)
+
+    def _node_stats(self) -> dict[str, Any]:
+        return {"clients": len(self.connections), "ws_port": self.ws_port, "api_port": self.api_port}
 
     def source_route(self, source: str, route: str) -> HttpHandler | None:
         return self._routes.get((source, route))
@@ -99,12 +142,15 @@ class Daemon:
         out["sources"] = {
             s.name: {"running": s.running, "ready": s.ready, "restarts": s.restarts, "errors": s.errors} for s in self.sources
         }
+        cluster = self.broker.cluster_stats()
+        if cluster is not None:
+            out["cluster"] = cluster
         return out
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         waiting = [s.name for s in self.sources if not s.ready]
-        ready = self.listening and not self.shutting_down and not waiting
-        details: dict[str, Any] = {"listening": self.listening, "shutting_down": self.shutting_down}
+        ready = self.listening and not self.shutting_down and not waiting and self.broker.ready
+        details: dict[str, Any] = {"listening": self.listening, "shutting_down": self.shutting_down, "broker": self.broker.ready}
         if waiting:
             details["waiting_for"] = waiting
         return ready, details
@@ -160,7 +206,12 @@ class Daemon:
     async def run(self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
         async with trio.open_nursery() as nursery:  # the daemon's nursery: owns every task
-            tcp_listeners = await trio.open_tcp_listeners(cfg.server.port, host=cfg.server.host or None, backlog=4096)
+            self._nursery = nursery
+            if "ws" in self.inherited_fds:  # systemd socket activation: the socket outlives restarts
+                tcp_listeners = [systemd.listener_from(self.inherited_fds["ws"])]
+            else:
+                tcp_listeners = await trio.open_tcp_listeners(cfg.server.port, host=cfg.server.host or None, backlog=4096)
+            self._probe_address = _loopback(tcp_listeners[0].socket.getsockname())
             self.ws_port = tcp_listeners[0].socket.getsockname()[1]
             listeners: list[trio.abc.Listener[Any]] = list(tcp_listeners)
             if cfg.server.tls_cert:
@@ -171,30 +222,101 @@ class Daemon:
 
             async def accept_loop() -> None:
                 with accept_scope:
-                    await trio.serve_listeners(self._serve_stream, listeners, handler_nursery=nursery)
+                    await trio.serve_listeners(self._accept, listeners, handler_nursery=nursery)
 
             nursery.start_soon(accept_loop)
             self.listening = True
-            app = ApiApp(self, key=cfg.api.key, max_body_bytes=cfg.api.max_body_bytes, dashboard=cfg.api.dashboard)
-            binds = await nursery.start(serve_api, app, cfg.api.host, cfg.api.port, self._api_stop.wait)
+            app = ApiApp(self, key=cfg.api.key, max_body_bytes=cfg.api.max_body_bytes, dashboard=cfg.api.dashboard, metrics=self.metrics.render)
+            self.api_app = app
+            api = partial(serve_api, fd=self.inherited_fds.get("api"))
+            binds = await nursery.start(api, app, cfg.api.host, cfg.api.port, self._api_stop.wait)
             self.api_port = int(binds[0].rsplit(":", 1)[1])
             tick = min(1.0, cfg.heartbeat.interval / 4)
             await nursery.start(lambda task_status: supervise_heartbeats(self.hub, self.connections, tick=tick, task_status=task_status))
+            await nursery.start(self.broker.run)
             for cs in self._configured:
-                status = SourceStatus(cs.name, HubPublisher(self.hub, now, topics=frozenset(cs.topics)))
-                self.sources.append(status)
-                await nursery.start(supervise, cs, status)
+                await self.start_source(cs)
             nursery.start_soon(self._watch_signals)
+            await nursery.start(self._watch_reload)
             log.info(
                 "uipd listening: WebSocket %s://%s:%d%s, HTTP API http://%s:%d; topics: %s",
                 "wss" if cfg.server.tls_cert else "ws", cfg.server.host, self.ws_port, ",".join(cfg.server.paths), cfg.api.host, self.api_port,
                 ", ".join(self.hub.topics.names) or "none",
             )
+            await self.notifier.ready(self.status_line())
+            nursery.start_soon(partial(systemd.notify_loop, self.notifier, self.status_line, self._probe, watchdog=self.watchdog))
             task_status.started(self)
             await self._stop.wait()
             await self._drain(accept_scope)
             nursery.cancel_scope.cancel()
         log.info("uipd stopped")
+
+    # -- sources, reload, systemd -----------------------------------------------------------------
+
+    @property
+    def configured_sources(self) -> list[ConfiguredSource]:
+        """The sources running now (or waiting to restart), in config order."""
+        return self._configured
+
+    @configured_sources.setter
+    def configured_sources(self, value: list[ConfiguredSource]) -> None:
+        self._configured = value
+
+    async def start_source(self, cs: ConfiguredSource) -> None:
+        """Start one source's supervisor in the daemon's nursery, under its own cancel scope."""
+        assert self._nursery is not None
+        publisher = HubPublisher(self.hub, now, topics=frozenset(cs.topics), observe=self.metrics.observe_publish, broker=self.broker)
+        status = SourceStatus(cs.name, publisher)
+        scope = trio.CancelScope()
+        self.sources.append(status)
+        self._source_scopes[cs.name] = scope
+        await self._nursery.start(self._run_source, cs, status, scope)
+
+    async def _run_source(self, cs: ConfiguredSource, status: SourceStatus, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with scope:
+            leases = leases_of(self.broker)
+            if leases is not None and cs.config.run_on == "leader":
+                # The state comes from the cluster whichever node runs the source: ready here.
+                status.publisher.ready()
+                await run_with_lease(leases, cs.name, self.config.broker.lease_ttl, partial(supervise, cs, status), task_status=task_status)
+            else:
+                await supervise(cs, status, task_status=task_status)
+        status.running = False
+
+    def stop_source(self, name: str) -> None:
+        """Cancel one source's task (a reload removed or changed it); its topics keep their state."""
+        scope = self._source_scopes.pop(name, None)
+        if scope is not None:
+            scope.cancel()
+        self.sources[:] = [s for s in self.sources if s.name != name]
+
+    async def reload(self) -> bool:
+        """Re-read the config file and apply it (see uipd.reload); False if it was invalid."""
+        async with self._reload_lock:
+            return await config_reload.reload(self)
+
+    async def _watch_reload(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(signal.SIGHUP) as signals:
+            task_status.started()
+            async for _ in signals:
+                if not self.shutting_down:
+                    await self.reload()
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=."""
+        ready = sum(1 for s in self.sources if s.ready)
+        state = "draining; " if self.shutting_down else ""
+        return f"{state}{len(self.hub.sessions)} clients, {len(self.hub.topics.names)} topics, {ready}/{len(self.sources)} sources ready"
+
+    async def _accept(self, stream: trio.SocketStream) -> None:
+        self.accepted += 1
+        await self._serve_stream(stream)
+
+    async def _probe(self) -> bool:
+        """For the watchdog: the loop runs (we are here) and the accept loop takes a connection."""
+        if self._probe_address is None or self.shutting_down:
+            return not self.shutting_down
+        return await systemd.accept_probe(self._probe_address, lambda: self.accepted)
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -209,6 +331,7 @@ class Daemon:
         """No new connections; every client gets close 1001 after its queued frames; all within drain_timeout."""
         self.shutting_down = True
         accept_scope.cancel()
+        await self.notifier.stopping(self.status_line())
         with trio.move_on_after(self.config.server.drain_timeout * 0.9) as scope:
             if self.connections:
                 log.info("closing %d client connection(s)", len(self.connections))

@@ -46,11 +46,12 @@ class Publisher(Protocol):
     the topics it declared.
     """
 
-    def update(self, topic: str, entities: Iterable[Mapping[str, Any]] = (), removed: Iterable[str | int] = ()) -> int:
-        """Upsert ``entities`` (whole-entity replace, keyed by ``id``) and delete ``removed``; returns seq."""
+    def update(self, topic: str, entities: Iterable[Mapping[str, Any]] = (), removed: Iterable[str | int] = ()) -> int | None:
+        """Upsert ``entities`` (whole-entity replace, keyed by ``id``) and delete ``removed``; returns
+        the seq, or None in a cluster (Redis broker), where Redis assigns it a moment later."""
 
-    def alert(self, topic: str, data: Any) -> int:
-        """Send an ALERT (no change of state); returns seq."""
+    def alert(self, topic: str, data: Any) -> int | None:
+        """Send an ALERT (no change of state); returns the seq (None in a cluster)."""
 
     def replace(self, topic: str, entities: Iterable[Mapping[str, Any]]) -> int | None:
         """Make ``entities`` the topic's whole state: publishes one UPDATE with only the entities

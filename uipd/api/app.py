@@ -28,7 +28,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class ApiBackend(Protocol):
-    def publish(self, pub: Publication) -> PublishResult: ...
+    async def publish(self, pub: Publication) -> PublishResult: ...
 
     def source_route(self, source: str, route: str) -> HttpHandler | None:
         """The handler a source registered for ``/sources/SOURCE/ROUTE``, if any."""
@@ -81,8 +81,19 @@ def _static_file(scope: Scope) -> tuple[int, Any, bytes]:
 class ApiApp:
     """Routes: /healthz, /readyz, GET /api/stats, POST /api/publish, POST /api/broadcast."""
 
-    def __init__(self, backend: ApiBackend, *, key: str = "", max_body_bytes: int = 1024 * 1024, dashboard: bool = True) -> None:
+    def __init__(
+        self,
+        backend: ApiBackend,
+        *,
+        key: str = "",
+        max_body_bytes: int = 1024 * 1024,
+        dashboard: bool = True,
+        metrics: Callable[[], tuple[bytes, str]] | None = None,
+    ) -> None:
         self.backend = backend
+        self.metrics = metrics
+        """``GET /metrics``: returns the Prometheus exposition and its content type (no API key needed,
+        like /healthz: the listener is internal)."""
         self.key = key
         self.max_body_bytes = max_body_bytes
         self.dashboard = dashboard
@@ -110,6 +121,8 @@ class ApiApp:
         try:
             if scope["path"].startswith("/sources/"):
                 status, body, content_type = await self._source_route(scope, receive)
+            elif scope["path"] == "/metrics" and self.metrics is not None:
+                status, body, content_type = self._metrics(scope)
             elif self.dashboard and (scope["path"] == "/" or scope["path"].startswith("/static/")):
                 status, body, content_type = _static_file(scope)
             else:
@@ -197,6 +210,13 @@ class ApiApp:
                 break
         return b"".join(chunks)
 
+    def _metrics(self, scope: Scope) -> tuple[int, Any, bytes]:
+        if scope["method"] not in ("GET", "HEAD"):
+            raise _Reject(405, "method_not_allowed", "use GET", ((b"allow", b"GET"),))
+        assert self.metrics is not None
+        body, content_type = self.metrics()
+        return 200, body, content_type.encode("latin-1")
+
     async def _healthz(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
         return 200, {"ok": True}
 
@@ -209,10 +229,10 @@ class ApiApp:
 
     async def _publish(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
         pub = publish.from_api_body(await self._read_json(scope, receive), broadcast=False)
-        result = self.backend.publish(pub)
+        result = await self.backend.publish(pub)
         return 200, {"ok": True, "seq": result.seq, "recipients": result.recipients}
 
     async def _broadcast(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
         pub = publish.from_api_body(await self._read_json(scope, receive), broadcast=True)
-        result = self.backend.publish(pub)
+        result = await self.backend.publish(pub)
         return 200, {"ok": True, "recipients": result.recipients}

@@ -22,11 +22,13 @@ async def serve_api(
     port: int,
     shutdown_trigger: Callable[[], Awaitable[None]],
     *,
+    fd: int | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the HTTP API until ``shutdown_trigger`` returns; started() with the bound addresses."""
+    """Run the HTTP API until ``shutdown_trigger`` returns; started() with the bound addresses.
+    ``fd``: serve on this inherited listening socket (systemd socket activation) instead of binding."""
     config = HypercornConfig()
-    config.bind = [_bind(host, port)]
+    config.bind = [_bind(host, port)] if fd is None else [f"fd://{fd}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("uipd.api.http")
     config.keep_alive_timeout = 30

@@ -277,17 +277,21 @@ class Hub:
 
     # -- publishing -------------------------------------------------------------------------------
 
-    def publish(self, pub: Publication, now: Instant) -> PublishResult:
-        """Apply a publication to topic state and queue it, encoded and framed once, for its recipients."""
-        seq = None
+    def publish(self, pub: Publication, now: Instant, *, seq: int | None = None) -> PublishResult:
+        """Apply a publication to topic state and queue it, encoded and framed once, for its recipients.
+
+        ``seq`` is given when the cluster assigned it (the Redis broker); by default it is the
+        topic's next."""
         if pub.topic is not None:
             state = self.topics.get(pub.topic)
             if state is None:
                 raise UnknownTopic(pub.topic)
             if pub.kind == "UPDATE":
                 self.topics.apply(pub.topic, pub.upserts, pub.removed)
-            state.seq += 1
+            state.seq = state.seq + 1 if seq is None else seq
             seq = state.seq
+        else:
+            seq = None
         if pub.kind == "UPDATE":
             payload = wire.update_payload(pub.topic, pub.data, pub.removed, now.iso, seq)
         else:
@@ -334,6 +338,25 @@ class Hub:
         self.counters.slow_disconnects += 1
         queue.request_close(CLOSE_SLOW_CONSUMER, "slow consumer", flush=False)
         return False
+
+    def load_topic(self, name: str, entities: Iterable[tuple[str, Any]], seq: int) -> None:
+        """Replace a topic's state and seq (a node loading the cluster's state); clients are not told
+        here: see ``resync_all``."""
+        state = self.topics.topics[name]
+        state.entities.clear()
+        self.topics.apply(name, entities, ())
+        state.seq = seq
+
+    def resync_all(self) -> int:
+        """Every client's pending UPDATEs are dropped and a ``"resync": true`` SNAPSHOT is owed to it
+        (after state was reloaded, e.g. when the cluster broker came back). Returns how many."""
+        count = 0
+        for session in self.sessions.values():
+            if session.outbound.closing is None:
+                session.outbound.start_resync()
+                count += 1
+        self.counters.resyncs += count
+        return count
 
     def take_resync(self, session: Session, now: Instant) -> bool:
         """Called by the writer when a session's queue ran dry: queue its resync SNAPSHOT if one is owed."""

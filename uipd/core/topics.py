@@ -75,6 +75,14 @@ class TopicTable:
         self.topics[name].apply(upserts, removed)
         self.version += 1
 
+    def add(self, name: str) -> bool:
+        """Offer a new, empty topic (after the others); False if it is offered already."""
+        if name in self.topics:
+            return False
+        self.topics[name] = TopicState(name)
+        self.version += 1
+        return True
+
     def state_of(self, name: str) -> Mapping[str, Any]:
         return self.topics[name].entities
 

@@ -1,0 +1,20 @@
+"""Choosing the broker from ``[broker]``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from uipd.cluster.memory import MemoryBroker
+from uipd.cluster.redis import RedisBroker, default_node_id
+from uipd.config import BrokerConfig
+from uipd.core.clock import Instant
+from uipd.core.hub import Hub
+
+
+def make_broker(config: BrokerConfig, hub: Hub, now: Callable[[], Instant], node_stats: Callable[[], dict[str, Any]]) -> MemoryBroker | RedisBroker:
+    if config.kind == "memory":
+        return MemoryBroker(hub, now)
+    return RedisBroker(
+        hub, now, config.url, config.prefix, config.node_id or default_node_id(), config.max_pending, node_stats
+    )
