@@ -3,42 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import pytest
-import trio
 
 from tests.wsclient import RawClient
-from uipd.config import from_dict
 from uipd.daemon import Daemon
-from uipd.sources.registry import PluginRegistry
+from uipd.testing import run_daemon
 
 DEFAULT_TOPICS = ["cameras", "weather", "airQuality", "accidents", "patterns", "congestion"]
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out.get(key, {}), value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-@asynccontextmanager
-async def running_daemon(raw: dict[str, Any] | None = None, *, plugins: tuple[tuple[str, object], ...] = ()) -> AsyncIterator[Daemon]:
-    base = {
-        "server": {"host": "127.0.0.1", "port": 0, "topics": DEFAULT_TOPICS, "drain_timeout": 2.0},
-        "api": {"port": 0},
-    }
-    config = from_dict(_merge(base, raw or {}), file="test.toml")
-    daemon = Daemon(config, PluginRegistry.discover(plugins))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(daemon.run)
-        try:
-            yield daemon
-        finally:
-            daemon.request_shutdown()
+def running_daemon(raw: dict[str, Any] | None = None, *, plugins: tuple[tuple[str, object], ...] = ()) -> AbstractAsyncContextManager[Daemon]:
+    """uipd.testing.run_daemon, with the six default topics unless ``raw`` names its own."""
+    raw = dict(raw or {})
+    raw["server"] = {"topics": DEFAULT_TOPICS, **raw.get("server", {})}
+    return run_daemon(raw, plugins=plugins)
 
 
 @pytest.fixture

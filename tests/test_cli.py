@@ -1,7 +1,6 @@
 """The real ``uipd`` console script as a process: run the default config, check-config, plugins."""
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,15 +9,12 @@ from pathlib import Path
 import trio
 
 from tests.wsclient import RawClient
+from uipd.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 UIPD = str(Path(sys.executable).with_name("uipd"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_cli(*args, **kw):

@@ -1,5 +1,7 @@
 """What a source plugin may use: the hook marker, the SourceType it returns, and the
-Publisher and Source protocols.  A plugin imports this module and nothing else from uipd.
+Publisher and Source protocols.  A plugin imports this module and nothing else from uipd, except
+the helpers in :mod:`uipd.plugin_tools` (option validators, ``Backoff``, ``HealthLog``) and, in its
+tests, :mod:`uipd.testing` (``FakePublisher``, ``run_daemon``, ``serve_asgi``).
 
 A minimal plugin::
 

@@ -5,18 +5,11 @@ Copy this distribution to start a plugin; docs/plugins.md walks through every li
 
 from __future__ import annotations
 
-from typing import Any
-
 import trio
 from attrs import field, frozen
 
 from uipd.plugin import Publisher, SourceType, hookimpl
-
-
-def _positive(instance: Any, attribute: Any, value: float) -> None:
-    # an attrs validator: uipd reports its message under the key, e.g. "sources.demo: interval must ..."
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be greater than 0, got {value!r}")
+from uipd.plugin_tools import positive  # attrs validators; uipd reports their message under the key
 
 
 @frozen
@@ -25,8 +18,8 @@ class ExampleOptions:
     types are config errors naming ``sources.NAME.key``."""
 
     topic: str = "example"
-    counters: int = field(default=3, validator=_positive)
-    interval: float = field(default=1.0, validator=_positive)
+    counters: int = field(default=3, validator=positive)
+    interval: float = field(default=1.0, validator=positive)
     """Seconds between ticks."""
     alert_at: int = 10
     """An ALERT when a counter reaches this value."""

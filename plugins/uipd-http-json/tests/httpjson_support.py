@@ -1,59 +1,14 @@
 """Test helpers for the http-json plugin (module name unique across plugins: pytest puts every
-plugin's tests/ on sys.path): a fake Publisher, a real local HTTP server serving a JSON document
-with ETag/Last-Modified, and uipd run in-process."""
+plugin's tests/ on sys.path): an ASGI app serving a JSON document with ETag/Last-Modified, for
+``uipd.testing.serve_asgi``."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
-
-from uipd.config import from_dict
-from uipd.daemon import Daemon
-from uipd.sources.registry import PluginRegistry
-
-
-class FakePublisher:
-    """The uipd Publisher protocol in memory; records every publication."""
-
-    def __init__(self, topics: Iterable[str]) -> None:
-        self.state: dict[str, dict[str, Mapping[str, Any]]] = {t: {} for t in topics}
-        self.updates: list[tuple[str, list[dict[str, Any]], list[str]]] = []
-        self.alerts: list[tuple[str, Any]] = []
-        self.is_ready = False
-
-    def update(self, topic: str, entities: Iterable[Mapping[str, Any]] = (), removed: Iterable[str | int] = ()) -> int:
-        if topic not in self.state:
-            raise ValueError(f"undeclared topic {topic!r}")
-        entities, removed = [dict(e) for e in entities], [str(r) for r in removed]
-        for e in entities:
-            self.state[topic][str(e["id"])] = e
-        for r in removed:
-            self.state[topic].pop(r, None)
-        self.updates.append((topic, entities, removed))
-        return len(self.updates)
-
-    def alert(self, topic: str, data: Any) -> int:
-        self.alerts.append((topic, data))
-        return len(self.updates) + len(self.alerts)
-
-    def replace(self, topic: str, entities: Iterable[Mapping[str, Any]]) -> int | None:
-        new = {str(e["id"]): e for e in entities}
-        changed = [e for k, e in new.items() if self.state[topic].get(k) != e]
-        removed = [k for k in self.state[topic] if k not in new]
-        return self.update(topic, changed, removed) if changed or removed else None
-
-    def current(self, topic: str) -> Mapping[str, Mapping[str, Any]]:
-        return self.state[topic]
-
-    def ready(self) -> None:
-        self.is_ready = True
 
 
 class JsonServer:
@@ -84,9 +39,6 @@ class JsonServer:
         return '"' + hashlib.sha1(self.body).hexdigest()[:16] + '"'
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         self.requests.append(headers)
         if self.delay:
@@ -105,47 +57,3 @@ class JsonServer:
         self.statuses.append(status)
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": body})
-
-
-async def lifespan(receive: Any, send: Any) -> None:
-    """Answer hypercorn's ASGI lifespan messages (nothing to set up)."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-@asynccontextmanager
-async def serve_app(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app with hypercorn on 127.0.0.1, a free port; yields the base URL."""
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.graceful_timeout = 0.5
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        (bound,) = await nursery.start(lambda task_status: serve(app, config, shutdown_trigger=stop.wait, task_status=task_status))
-        try:
-            yield bound
-        finally:
-            stop.set()
-
-
-@asynccontextmanager
-async def running_daemon(sources: dict[str, Any]) -> AsyncIterator[Daemon]:
-    """uipd in this process on free ports with ``sources`` (the idea of uipd's tests/conftest.py)."""
-    raw = {
-        "server": {"host": "127.0.0.1", "port": 0, "drain_timeout": 2.0},
-        "api": {"port": 0, "dashboard": False},
-        "sources": sources,
-    }
-    daemon = Daemon(from_dict(raw, file="test.toml"), PluginRegistry.discover())
-    async with trio.open_nursery() as nursery:
-        await nursery.start(daemon.run)
-        try:
-            yield daemon
-        finally:
-            daemon.request_shutdown()

@@ -8,10 +8,11 @@ import logging
 import httpx
 import pytest
 import trio
-from httpjson_support import FakePublisher, JsonServer, running_daemon, serve_app
+from httpjson_support import JsonServer
 from trio_websocket import open_websocket_url
 
 from uipd.config import ConfigError, structure_strict
+from uipd.testing import FakePublisher, run_daemon, serve_asgi
 from uipd_http_json.options import HttpJsonOptions
 from uipd_http_json.plugin import create, uipd_source_types
 
@@ -52,7 +53,7 @@ def test_hook_and_strict_options():
 
 async def test_unchanged_document_is_a_304_and_publishes_nothing_then_only_changes_go_out(nursery):
     server = JsonServer(feed(ITEMS))
-    async with serve_app(server) as url:
+    async with serve_asgi(server) as url:
         source = make(url + "/feed")
         pub = FakePublisher(source.topics)
         nursery.start_soon(source.run, pub)
@@ -75,7 +76,7 @@ async def test_unchanged_document_is_a_304_and_publishes_nothing_then_only_chang
 
 async def test_last_modified_alone_makes_if_modified_since(nursery):
     server = JsonServer(feed(ITEMS), validators=("last-modified",))
-    async with serve_app(server) as url:
+    async with serve_asgi(server) as url:
         source = make(url + "/feed")
         pub = FakePublisher(source.topics)
         nursery.start_soon(source.run, pub)
@@ -90,7 +91,7 @@ async def test_errors_timeouts_and_bad_bodies_are_retried_and_recover(nursery, c
     caplog.set_level(logging.INFO)
     server = JsonServer(feed(ITEMS))
     server.fail = [500, 503, 503]
-    async with serve_app(server) as url:
+    async with serve_asgi(server) as url:
         source = make(url + "/feed", timeout=0.2, retry_min_backoff=0.02, retry_max_backoff=0.05)
         pub = FakePublisher(source.topics)
         nursery.start_soon(source.run, pub)
@@ -123,7 +124,7 @@ async def test_errors_timeouts_and_bad_bodies_are_retried_and_recover(nursery, c
 
 async def test_items_without_id_are_skipped_and_counted(nursery, caplog):
     server = JsonServer(feed([*ITEMS[:2], {"nokey": 1}, "text", {"key": None}]))
-    async with serve_app(server) as url:
+    async with serve_asgi(server) as url:
         source = make(url + "/feed")
         pub = FakePublisher(source.topics)
         nursery.start_soon(source.run, pub)
@@ -135,9 +136,9 @@ async def test_items_without_id_are_skipped_and_counted(nursery, caplog):
 
 async def test_in_a_running_daemon_clients_get_the_feed():
     server = JsonServer(feed(ITEMS))
-    async with serve_app(server) as url:
+    async with serve_asgi(server) as url:
         table = {"plugin": "http-json", "url": url + "/feed", "topic": "parking", "selector": "$.data.items", "id_field": "key", "interval": 0.05}
-        async with running_daemon({"lots": table}) as daemon:
+        async with run_daemon({"sources": {"lots": table}}) as daemon:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.api_port}") as api:
                 with trio.fail_after(5):
                     while (await api.get("/readyz")).status_code != 200:

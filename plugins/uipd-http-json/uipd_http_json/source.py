@@ -11,8 +11,8 @@ import trio
 from attrs import define, field
 
 from uipd.plugin import Publisher
+from uipd.plugin_tools import Backoff, HealthLog
 from uipd_http_json.fetch import ConditionalFetcher, FetchError
-from uipd_http_json.health import FailureLog
 from uipd_http_json.options import HttpJsonOptions
 from uipd_http_json.selector import Selector
 
@@ -49,20 +49,16 @@ class HttpJsonSource:
     async def run(self, publisher: Publisher) -> None:
         o = self.options
         fetcher = ConditionalFetcher(o.url, o.headers, o.max_bytes, o.conditional)
-        failures = FailureLog(o.url, log)
-        backoff = o.retry_min_backoff
+        health = HealthLog(o.url, log, backoff=Backoff(o.retry_min_backoff, o.retry_max_backoff))
         async with httpx.AsyncClient(timeout=o.timeout, follow_redirects=True) as client:
             while True:
                 started = trio.current_time()
                 try:
                     fetched = await fetcher.fetch(client)
                 except FetchError as exc:
-                    failures.failed(str(exc), backoff)
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, o.retry_max_backoff)
+                    await health.retry_later(str(exc))
                     continue
-                failures.succeeded()
-                backoff = o.retry_min_backoff
+                health.succeeded()
                 if not fetched.not_modified:
                     self._publish(publisher, fetched.document)
                 publisher.ready()

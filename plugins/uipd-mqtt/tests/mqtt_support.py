@@ -12,6 +12,8 @@ import pytest
 import trio
 from paho.mqtt.client import CallbackAPIVersion, Client, MQTTv5
 
+from uipd.testing import FakePublisher as BasePublisher
+
 BROKER = ("127.0.0.1", 1883)
 
 
@@ -27,36 +29,14 @@ def unique_prefix() -> str:
     return f"uipd-test/{uuid.uuid4().hex[:10]}"
 
 
-class FakePublisher:
-    """The uipd Publisher protocol in memory; records every publication."""
-
-    def __init__(self, topics: Iterable[str]) -> None:
-        self.state: dict[str, dict[str, Mapping[str, Any]]] = {t: {} for t in topics}
-        self.updates: list[tuple[str, list[dict[str, Any]], list[str]]] = []
-        self.is_ready = False
-
-    def update(self, topic: str, entities: Iterable[Mapping[str, Any]] = (), removed: Iterable[str | int] = ()) -> int:
-        if topic not in self.state:
-            raise ValueError(f"undeclared topic {topic!r}")
-        entities, removed = [dict(e) for e in entities], [str(r) for r in removed]
-        for e in entities:
-            self.state[topic][str(e["id"])] = e
-        for r in removed:
-            self.state[topic].pop(r, None)
-        self.updates.append((topic, entities, removed))
-        return len(self.updates)
+class FakePublisher(BasePublisher):
+    """uipd.testing.FakePublisher, failing the test on the calls the mqtt source must never make."""
 
     def alert(self, topic: str, data: Any) -> int:
         raise AssertionError("the mqtt source sends no alerts")
 
     def replace(self, topic: str, entities: Iterable[Mapping[str, Any]]) -> int | None:
         raise AssertionError("the mqtt source never replaces a whole topic")
-
-    def current(self, topic: str) -> Mapping[str, Mapping[str, Any]]:
-        return self.state[topic]
-
-    def ready(self) -> None:
-        self.is_ready = True
 
 
 class TestClient:

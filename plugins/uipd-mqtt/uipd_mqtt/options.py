@@ -18,15 +18,7 @@ from typing import Any, Literal
 
 from attrs import field, frozen
 
-
-def _positive(instance: Any, attribute: Any, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be greater than 0, got {value!r}")
-
-
-def _not_empty(instance: Any, attribute: Any, value: str) -> None:
-    if not value:
-        raise ValueError(f"{attribute.name} must not be empty")
+from uipd.plugin_tools import not_empty, positive
 
 
 def _qos(instance: Any, attribute: Any, value: int) -> None:
@@ -43,9 +35,9 @@ def _port(instance: Any, attribute: Any, value: int) -> None:
 class Route:
     """``[[sources.NAME.routes]]``: messages of one MQTT topic filter become entities of one uipd topic."""
 
-    filter: str = field(validator=_not_empty)
+    filter: str = field(validator=not_empty)
     """An MQTT topic filter (``+`` one level, ``#`` the rest)."""
-    topic: str = field(validator=_not_empty)
+    topic: str = field(validator=not_empty)
     id_field: str = ""
     """The payload field holding the entity id."""
     id_level: int = 0
@@ -79,15 +71,15 @@ class MqttOptions:
     tls_insecure: bool = False
     """Skip the broker hostname check (tests, self-signed labs only)."""
     qos: int = field(default=1, validator=_qos)
-    keepalive: int = field(default=30, validator=_positive)
+    keepalive: int = field(default=30, validator=positive)
     """Seconds between MQTT pings when idle; a dead broker is noticed within 1.5 times this."""
-    connect_timeout: float = field(default=5.0, validator=_positive)
+    connect_timeout: float = field(default=5.0, validator=positive)
     """Seconds a TCP/TLS connect may take; also the longest a shutdown waits for one in progress."""
-    reconnect_min_delay: float = field(default=0.5, validator=_positive)
-    reconnect_max_delay: float = field(default=30.0, validator=_positive)
-    max_payload_bytes: int = field(default=1024 * 1024, validator=_positive)
+    reconnect_min_delay: float = field(default=0.5, validator=positive)
+    reconnect_max_delay: float = field(default=30.0, validator=positive)
+    max_payload_bytes: int = field(default=1024 * 1024, validator=positive)
     """A larger payload is counted as bad and dropped."""
-    bad_payload_log_interval: float = field(default=60.0, validator=_positive)
+    bad_payload_log_interval: float = field(default=60.0, validator=positive)
     """Bad payloads are all counted; after one is logged, the next are summed up at most this often."""
 
     def check(self) -> None:

@@ -9,6 +9,7 @@ import trio
 from attrs import define, field
 
 from uipd.plugin import Publisher
+from uipd.plugin_tools import Backoff, HealthLog
 from uipd_mqtt.bridge import SessionEvents, run_session
 from uipd_mqtt.mapping import BadPayload, route_for, to_change
 from uipd_mqtt.options import MqttOptions
@@ -39,8 +40,9 @@ class MqttSource(SessionEvents):
     async def run(self, publisher: Publisher) -> None:
         o = self.options
         self._publisher = publisher
-        delay = o.reconnect_min_delay
-        problem: str | None = None  # the last logged reason we are not connected
+        backoff = Backoff(o.reconnect_min_delay, o.reconnect_max_delay)
+        # logs each new reason we are not connected once (never the recovery: subscribed() logs that)
+        health = HealthLog(self.where, log, backoff=backoff, action="reconnecting with backoff")
         try:
             while True:
                 self._refused = None
@@ -49,12 +51,8 @@ class MqttSource(SessionEvents):
                 was_connected, self.connected = self.connected, False
                 failure = failure or self._refused or "connection lost"
                 if was_connected or trio.current_time() - started > o.keepalive:
-                    delay = o.reconnect_min_delay  # it worked for a while: start the backoff over
-                if failure != problem:
-                    log.warning("%s: %s; reconnecting with backoff (next in %.3g s)", self.where, failure, delay)
-                    problem = failure
-                await trio.sleep(delay)
-                delay = min(delay * 2, o.reconnect_max_delay)
+                    backoff.reset()  # it worked for a while: start the backoff over
+                await health.retry_later(failure)
         finally:
             self._publisher = None
             self.connected = False

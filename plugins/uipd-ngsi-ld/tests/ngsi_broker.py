@@ -13,7 +13,6 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import pytest
 import trio
-from ngsi_support import lifespan
 
 SNAPSHOT = Path(__file__).resolve().parents[3].parent / "shared" / "bench" / "data" / "hcmc-snapshot.json"
 
@@ -119,9 +118,6 @@ class FakeBroker:
         return answers
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
         body = b""
         while True:
             message = await receive()

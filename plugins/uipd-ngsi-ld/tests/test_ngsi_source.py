@@ -9,10 +9,10 @@ import httpx
 import pytest
 import trio
 from ngsi_broker import FakeBroker, normalized_entities, recorded
-from ngsi_support import FakePublisher, free_port, running_daemon, serve_app
 from trio_websocket import open_websocket_url
 
 from uipd.plugin import HttpRequest
+from uipd.testing import FakePublisher, free_port, run_daemon, serve_asgi
 from uipd_ngsi_ld.options import AlertRule, EntityMapping, NgsiLdOptions
 from uipd_ngsi_ld.plugin import create
 
@@ -33,7 +33,7 @@ async def polls(source, n):
 @pytest.mark.parametrize(("form", "link_next"), [("keyValues", True), ("normalized", True), ("keyValues", False)])
 async def test_pages_through_every_camera_with_headers_in_both_forms(nursery, form, link_next):
     broker = FakeBroker(normalized_entities("cameras"), link_next=link_next)
-    async with serve_app(broker) as url:
+    async with serve_asgi(broker) as url:
         source = source_for(url, format=form, context=CONTEXT, tenant="hcmc", token="tok", page_size=100)
         pub = FakePublisher(source.topics)
         nursery.start_soon(source.run, pub)
@@ -53,7 +53,7 @@ async def test_pages_through_every_camera_with_headers_in_both_forms(nursery, fo
 @pytest.mark.parametrize("sys_attrs", [True, False])
 async def test_only_changes_and_deletions_are_published(nursery, sys_attrs):
     broker = FakeBroker(normalized_entities("cameras"))
-    async with serve_app(broker) as url:
+    async with serve_asgi(broker) as url:
         source = source_for(url, sys_attrs=sys_attrs, page_size=500)
         pub = FakePublisher(source.topics)
         nursery.start_soon(source.run, pub)
@@ -78,7 +78,7 @@ async def test_only_changes_and_deletions_are_published(nursery, sys_attrs):
 async def test_alerts_only_when_an_entity_newly_matches(nursery):
     broker = FakeBroker(normalized_entities("airQuality"))
     rules = (AlertRule("aqi", ">", 150), AlertRule("level", "in", ["hazardous"]))
-    async with serve_app(broker) as url:
+    async with serve_asgi(broker) as url:
         source = source_for(url, EntityMapping("AirQualityObserved", "airQuality", timestamp_field="dateObserved", alerts=rules), sys_attrs=False, page_size=1000)
         pub = FakePublisher(source.topics)
         nursery.start_soon(source.run, pub)
@@ -105,7 +105,7 @@ async def test_broker_errors_and_timeouts_are_retried_without_false_deletions(nu
     caplog.set_level(logging.INFO)
     broker = FakeBroker(normalized_entities("cameras"))
     broker.fail = [500, 500, "timeout"]
-    async with serve_app(broker) as url:
+    async with serve_asgi(broker) as url:
         source = source_for(url, timeout=0.3, retry_min_backoff=0.02, retry_max_backoff=0.05, page_size=100)
         pub = FakePublisher(source.topics)
         nursery.start_soon(source.run, pub)
@@ -126,7 +126,7 @@ async def test_broker_errors_and_timeouts_are_retried_without_false_deletions(nu
 
 async def test_a_notification_during_a_poll_is_not_overwritten_by_its_older_listing(nursery):
     broker = FakeBroker(normalized_entities("cameras")[:50])
-    async with serve_app(broker) as url:
+    async with serve_asgi(broker) as url:
         source = source_for(url, interval=30.0, page_size=10)
         pub = FakePublisher(source.topics)
         ident = sorted(broker.store)[0]
@@ -165,13 +165,13 @@ async def test_notify_refuses_bad_requests():
 async def test_push_notifications_reach_clients_of_a_running_daemon():
     broker = FakeBroker(normalized_entities("cameras"))
     api_port = free_port()
-    async with serve_app(broker) as url:
+    async with serve_asgi(broker) as url:
         table = {
             "plugin": "ngsi-ld", "base_url": url, "format": "normalized", "push": True, "interval": 60.0, "page_size": 1000,
             "notify_url": f"http://127.0.0.1:{api_port}/sources/ctx/notify", "notify_headers": {"Authorization": "Bearer k"},
             "entities": [{"type": "Camera", "topic": "cameras", "fields": {"label": "cameraName"}}],
         }
-        async with running_daemon({"ctx": table}, api={"port": api_port, "key": "k"}) as daemon:
+        async with run_daemon({"api": {"port": api_port, "key": "k"}, "sources": {"ctx": table}}) as daemon:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as api:
                 with trio.fail_after(10):
                     while (await api.get("/readyz")).status_code != 200:

@@ -25,23 +25,10 @@ from typing import Any, Literal
 import attrs
 from attrs import field, frozen
 
+from uipd.plugin_tools import http_url, not_empty, optional_http_url, positive
+
 Op = Literal["==", "!=", ">", ">=", "<", "<=", "in", "not_in"]
 _ORDERING = {">", ">=", "<", "<="}
-
-
-def _positive(instance: Any, attribute: Any, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be greater than 0, got {value!r}")
-
-
-def _not_empty(instance: Any, attribute: Any, value: str) -> None:
-    if not value:
-        raise ValueError(f"{attribute.name} must not be empty")
-
-
-def _http_url(instance: Any, attribute: Any, value: str) -> None:
-    if value and not value.startswith(("http://", "https://")):
-        raise ValueError(f"{attribute.name} must be an http:// or https:// URL, got {value!r}")
 
 
 def _rule_value(instance: AlertRule, attribute: Any, value: Any) -> None:
@@ -61,7 +48,7 @@ class AlertRule:
     """``{field = "aqi", op = ">", value = 150}``: an ALERT when an entity newly matches."""
 
     # attrs.field spelled out: the attribute ``field`` shadows the name inside this class body
-    field: str = attrs.field(validator=_not_empty)
+    field: str = attrs.field(validator=not_empty)
     """A field of the uipd entity (after the field mapping)."""
     op: Op
     value: Any = attrs.field(validator=_rule_value)
@@ -77,9 +64,9 @@ class AlertRule:
 class EntityMapping:
     """``[[sources.NAME.entities]]``: one NGSI-LD entity type served as one uipd topic."""
 
-    type: str = field(validator=_not_empty)
+    type: str = field(validator=not_empty)
     """The NGSI-LD entity type (a term of ``context``, or a full IRI)."""
-    topic: str = field(validator=_not_empty)
+    topic: str = field(validator=not_empty)
     fields: dict[str, str] = field(factory=dict)
     """uipd field = NGSI-LD attribute, e.g. ``{name = "cameraName"}``; a mapped attribute is renamed
     (list it twice to keep both names)."""
@@ -93,33 +80,33 @@ class EntityMapping:
 
 @frozen
 class NgsiLdOptions:
-    base_url: str = field(validator=[_not_empty, _http_url])
+    base_url: str = field(validator=[not_empty, http_url])
     """The broker, e.g. ``http://orion:1026`` (``/ngsi-ld/v1/...`` is appended)."""
     entities: tuple[EntityMapping, ...]
     format: Literal["keyValues", "normalized"] = "keyValues"
     """The representation asked of the broker (for polls and notifications)."""
-    context: str = field(default="", validator=_http_url)
+    context: str = field(default="", validator=optional_http_url)
     """JSON-LD @context URL sent in the ``Link`` header; empty: the core context."""
     tenant: str = ""
     """Sent as ``NGSILD-Tenant`` when set."""
     token: str = ""
     """Sent as ``Authorization: Bearer <token>`` when set."""
-    interval: float = field(default=10.0, validator=_positive)
+    interval: float = field(default=10.0, validator=positive)
     """Seconds between polls (start to start); in push mode polling still runs, as a safety net
     that also sees deletions, so set it longer there."""
-    timeout: float = field(default=10.0, validator=_positive)
+    timeout: float = field(default=10.0, validator=positive)
     """Seconds one request to the broker may take."""
-    page_size: int = field(default=100, validator=_positive)
+    page_size: int = field(default=100, validator=positive)
     """Entities per request (``limit``); brokers cap it (Orion-LD at 1000)."""
-    max_entities: int = field(default=100_000, validator=_positive)
+    max_entities: int = field(default=100_000, validator=positive)
     """Per type: a listing longer than this is refused (guards against a broker that pages forever)."""
     sys_attrs: bool = True
     """Ask for ``modifiedAt`` (``options=sysAttrs``) to detect changes without comparing contents."""
-    retry_min_backoff: float = field(default=1.0, validator=_positive)
-    retry_max_backoff: float = field(default=60.0, validator=_positive)
+    retry_min_backoff: float = field(default=1.0, validator=positive)
+    retry_max_backoff: float = field(default=60.0, validator=positive)
     push: bool = False
     """Register an NGSI-LD subscription whose notifications go to ``notify_url``."""
-    notify_url: str = field(default="", validator=_http_url)
+    notify_url: str = field(default="", validator=optional_http_url)
     """Where the broker reaches this source: ``http://UIPD-HOST:API-PORT/sources/NAME/notify``."""
     notify_headers: dict[str, str] = field(factory=dict)
     """Headers the broker sends with each notification (``receiverInfo``), e.g.

@@ -13,10 +13,10 @@ import trio
 from attrs import define, field
 
 from uipd.plugin import HttpHandler, HttpRequest, HttpResponse, Publisher
+from uipd.plugin_tools import Backoff, HealthLog
 from uipd_ngsi_ld.alerts import AlertTracker, alert_data
 from uipd_ngsi_ld.broker import Broker, BrokerError
 from uipd_ngsi_ld.entities import entity_id, to_uipd, version_key
-from uipd_ngsi_ld.health import FailureLog
 from uipd_ngsi_ld.options import EntityMapping, NgsiLdOptions
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,8 @@ class NgsiLdSource:
             tracker.seed(publisher.current(m.topic).values())
             self._states[m.type] = TopicState(m, tracker)
         self._publisher = publisher
-        failures = FailureLog(f"NGSI-LD broker {o.base_url}", log)
-        sub_failures = FailureLog(f"NGSI-LD subscription at {o.base_url}", log)
-        backoff = o.retry_min_backoff
+        health = HealthLog(f"NGSI-LD broker {o.base_url}", log, backoff=Backoff(o.retry_min_backoff, o.retry_max_backoff))
+        sub_health = HealthLog(f"NGSI-LD subscription at {o.base_url}", log)
         try:
             async with httpx.AsyncClient(timeout=o.timeout) as client:
                 broker = Broker(client, o)
@@ -80,19 +79,16 @@ class NgsiLdSource:
                         if o.push:
                             try:
                                 await self._keep_subscription(broker)
-                                sub_failures.succeeded()
+                                sub_health.succeeded()
                             except BrokerError as exc:
-                                sub_failures.failed(str(exc), o.interval)
+                                sub_health.failed(str(exc), o.interval)
                         try:
                             for state in self._states.values():
                                 await self._poll(broker, state, publisher)
                         except BrokerError as exc:
-                            failures.failed(str(exc), backoff)
-                            await trio.sleep(backoff)
-                            backoff = min(backoff * 2, o.retry_max_backoff)
+                            await health.retry_later(str(exc))
                             continue
-                        failures.succeeded()
-                        backoff = o.retry_min_backoff
+                        health.succeeded()
                         publisher.ready()
                         self.polls += 1
                         # sequential: a poll slower than the interval delays the next, never overlaps it

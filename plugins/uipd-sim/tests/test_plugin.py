@@ -5,9 +5,9 @@ from __future__ import annotations
 import attrs
 import pytest
 import trio
-from sim_fakes import FakePublisher
 
 from uipd.plugin import SourceType
+from uipd.testing import FakePublisher
 from uipd_sim.city import TOPICS
 from uipd_sim.plugin import SimOptions, SimSource, create, uipd_source_types
 

@@ -1,0 +1,177 @@
+"""Helpers for testing a source plugin (and uipd itself); public plugin API for tests.
+
+- :class:`FakePublisher`: the :class:`uipd.plugin.Publisher` protocol in memory, recording every
+  call, to drive a source's ``run`` in a unit test.
+- :func:`run_daemon`: a real uipd daemon in the test's task, on free ports.
+- :func:`serve_asgi`: serve a small ASGI app (a fake upstream) on 127.0.0.1, a free port.
+- :func:`free_port`: a TCP port free right now, for a config that must name one.
+
+::
+
+    async def test_feed():
+        source = create(Options(...))
+        pub = FakePublisher(source.topics)
+        with trio.move_on_after(1):
+            await source.run(pub)
+        assert pub.is_ready and pub.state["topic"] == {...}
+
+    async def test_in_a_daemon():
+        async with run_daemon({"sources": {"demo": {"plugin": "example"}}}) as daemon:
+            ...  # daemon.ws_port, daemon.api_port
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from uipd.config import from_dict
+from uipd.daemon import Daemon
+from uipd.sources.registry import PluginRegistry
+
+__all__ = ["DAEMON_DEFAULTS", "FakePublisher", "free_port", "run_daemon", "serve_asgi"]
+
+
+class FakePublisher:
+    """The Publisher protocol in memory; records every publication.
+
+    Like the daemon's publisher it refuses topics not in ``topics`` and entities that are not
+    objects with a string or integer ``id`` (``ValueError``), and ``replace`` publishes only the
+    difference.  Unlike it, only ``ready()`` sets :attr:`is_ready`.
+    """
+
+    def __init__(self, topics: Iterable[str]) -> None:
+        self.state: dict[str, dict[str, Mapping[str, Any]]] = {t: {} for t in topics}
+        """Topic -> string id -> entity: what a client's SNAPSHOT would hold."""
+        self.updates: list[tuple[str, list[dict[str, Any]], list[str]]] = []
+        """Every UPDATE as ``(topic, entities, removed ids)``, in order."""
+        self.alerts: list[tuple[str, Any]] = []
+        """Every ALERT as ``(topic, data)``, in order."""
+        self.is_ready = False
+        """``ready()`` was called."""
+        self.ready_after: set[str] = set()
+        """The topics that had state when ``ready()`` was last called."""
+        self.seq = 0
+        """The seq of the last publication (updates and alerts share it, as in the daemon)."""
+
+    def _check(self, topic: str) -> None:
+        if topic not in self.state:
+            raise ValueError(f"undeclared topic {topic!r}")
+
+    def update(self, topic: str, entities: Iterable[Mapping[str, Any]] = (), removed: Iterable[str | int] = ()) -> int:
+        self._check(topic)
+        entities, removed = list(entities), [str(r) for r in removed]
+        for e in entities:
+            if not isinstance(e, Mapping) or isinstance(e.get("id"), bool) or not isinstance(e.get("id"), (str, int)):
+                raise ValueError("entity must be an object with a string or integer id")
+        entities = [dict(e) for e in entities]
+        for e in entities:
+            self.state[topic][str(e["id"])] = e
+        for r in removed:
+            self.state[topic].pop(r, None)
+        self.seq += 1
+        self.updates.append((topic, entities, removed))
+        return self.seq
+
+    def alert(self, topic: str, data: Any) -> int:
+        self._check(topic)
+        self.seq += 1
+        self.alerts.append((topic, data))
+        return self.seq
+
+    def replace(self, topic: str, entities: Iterable[Mapping[str, Any]]) -> int | None:
+        self._check(topic)
+        new = {str(e["id"]): e for e in entities}
+        changed = [e for k, e in new.items() if self.state[topic].get(k) != e]
+        removed = [k for k in self.state[topic] if k not in new]
+        return self.update(topic, changed, removed) if changed or removed else None
+
+    def current(self, topic: str) -> Mapping[str, Mapping[str, Any]]:
+        self._check(topic)
+        return self.state[topic]
+
+    def ready(self) -> None:
+        self.is_ready = True
+        self.ready_after = {t for t, s in self.state.items() if s}
+
+
+DAEMON_DEFAULTS: Mapping[str, Any] = {
+    "server": {"host": "127.0.0.1", "port": 0, "drain_timeout": 2.0},
+    "api": {"port": 0},
+}
+"""What :func:`run_daemon` puts under the caller's config: both listeners on 127.0.0.1, free ports."""
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
+
+
+@asynccontextmanager
+async def run_daemon(config: Mapping[str, Any] | None = None, plugins: Sequence[tuple[str, object]] = ()) -> AsyncIterator[Daemon]:
+    """Run a real uipd daemon in the caller's task (its own nursery inside the caller's) until the
+    block exits, then shut it down as SIGTERM would.
+
+    ``config`` is a config file's tables as a dict (``{"sources": {"demo": {"plugin": "example"}}}``),
+    merged table by table over :data:`DAEMON_DEFAULTS` and loaded as strictly as a file
+    (``test.toml`` in errors).  Source types come from the installed plugins plus ``plugins``:
+    ``(name, module_or_object)`` pairs holding ``uipd_source_types`` hooks, for plugins defined in
+    the test itself.  The listeners' ports are ``daemon.ws_port`` and ``daemon.api_port``.
+    """
+    daemon = Daemon(from_dict(_merge(DAEMON_DEFAULTS, config or {}), file="test.toml"), PluginRegistry.discover(plugins))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.run)
+        try:
+            yield daemon
+        finally:
+            daemon.request_shutdown()
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    # nothing to set up: acknowledge startup and shutdown
+    while True:
+        kind = (await receive())["type"]
+        await send({"type": f"{kind}.complete"})
+        if kind == "lifespan.shutdown":
+            return
+
+
+@asynccontextmanager
+async def serve_asgi(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI ``app`` with hypercorn on 127.0.0.1, a free port, until the block exits;
+    yields the base URL (``http://127.0.0.1:PORT``).  Lifespan messages are answered here, so
+    ``app`` needs to handle only ``http`` scopes."""
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        else:
+            await app(scope, receive, send)
+
+    config = HypercornConfig()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.graceful_timeout = 0.5
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        (bound,) = await nursery.start(lambda task_status: serve(asgi, config, shutdown_trigger=stop.wait, task_status=task_status))
+        try:
+            yield bound
+        finally:
+            stop.set()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a config that must name its port, e.g. a push
+    source's ``notify_url`` pointing at the API listener).  Prefer port 0 where you can."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
