@@ -163,6 +163,7 @@ class Daemon:
     def _admit(self, target: str, headers: Mapping[str, str], ip: str) -> Refusal | Identity:
         s = self.config.server
         refusal = check_handshake(
+            key=headers.get("sec-websocket-key"),
             path=target,
             origin=headers.get("origin"),
             accepting=not self.shutting_down,

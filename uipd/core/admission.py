@@ -6,6 +6,8 @@ the rest of the decision and says which HTTP status refuses the handshake, and w
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
 
 from attrs import frozen
@@ -23,6 +25,7 @@ class Refusal:
         return self.reason.replace("_", " ").encode() + b"\n"
 
 
+BAD_REQUEST = Refusal(400, "bad_request")
 NOT_FOUND = Refusal(404, "not_found")
 SHUTTING_DOWN = Refusal(503, "shutting_down")
 FORBIDDEN_ORIGIN = Refusal(403, "forbidden_origin")
@@ -31,8 +34,19 @@ TOO_MANY_CLIENTS = Refusal(503, "too_many_clients")
 TOO_MANY_PER_IP = Refusal(429, "too_many_per_ip")
 
 
+def valid_key(key: str | None) -> bool:
+    """RFC 6455 4.2.1: Sec-WebSocket-Key is base64 of 16 bytes (wsproto does not check it)."""
+    if key is None:
+        return False
+    try:
+        return len(base64.b64decode(key.strip(), validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
 def check_handshake(
     *,
+    key: str | None = "dGhlIHNhbXBsZSBub25jZQ==",
     path: str,
     origin: str | None,
     accepting: bool,
@@ -44,6 +58,8 @@ def check_handshake(
     max_per_ip: int,
 ) -> Refusal | None:
     """The refusal for a handshake, or None when nothing but its credentials stands in the way."""
+    if not valid_key(key):
+        return BAD_REQUEST
     if not accepting:
         return SHUTTING_DOWN
     if path.split("?", 1)[0] not in paths:

@@ -37,12 +37,11 @@ class SubscriptionSet:
         # After an unsubscribe the set is the client's own, no longer the default: a later
         # subscribe adds to it.
         self.explicit = True
-        for name in names:
-            if name == ALL:
-                self.names.discard(ALL)
-                continue
-            if ALL in self.names:
-                # Removing one topic from "all" turns it into every current topic but that one,
-                # so the client really stops receiving it.
-                self.names = set(topics)
-            self.names.discard(name)
+        names = set(names)  # a set of names: their order in the request does not matter
+        if ALL in names:
+            self.names.discard(ALL)
+        elif ALL in self.names and names:
+            # Removing one topic from "all" turns it into every current topic but that one,
+            # so the client really stops receiving it.
+            self.names = set(topics)
+        self.names -= names

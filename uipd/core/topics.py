@@ -93,6 +93,9 @@ class TopicTable:
         if cached is not None and cached.version == self.version and now - cached.built_at <= self.snapshot_max_age:
             return cached.frame
         frame = wire.snapshot_frame(((n, self.topics[n].section()) for n in names), ts, resync=resync)
+        if cached is not None and cached.version != self.version:
+            # the state changed: frames of older versions can never be served again
+            self._cache = {k: c for k, c in self._cache.items() if c.version == self.version}
         if len(self._cache) >= self.max_cached_sets and key not in self._cache:
             self._cache.pop(next(iter(self._cache)))
         self._cache[key] = _CachedSnapshot(frame, self.version, now)
