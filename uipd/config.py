@@ -76,8 +76,9 @@ class ServerConfig:
     """Consecutive rate-limited messages answered with ERROR before the connection is closed 1008."""
     max_clients: int = field(default=20000, validator=_positive)
     """Connected clients at most; past it the handshake is answered 503."""
-    max_connections_per_ip: int = field(default=1000, validator=_positive)
-    """Connections from one address at most; past it the handshake is answered 429."""
+    max_connections_per_ip: int = field(default=0, validator=_non_negative)
+    """Connections from one address at most; past it the handshake is answered 429.  0 (the
+    default): no limit, since behind a load balancer or NAT every client has the same address."""
     max_subscriptions: int = field(default=256, validator=_positive)
     """Topics one client may hold; a subscribe past it gets ERROR too_many_subscriptions."""
     allowed_origins: tuple[str, ...] = ()

@@ -68,6 +68,6 @@ def check_handshake(
         return FORBIDDEN_ORIGIN
     if clients >= max_clients:
         return TOO_MANY_CLIENTS
-    if clients_from_ip >= max_per_ip:
+    if max_per_ip and clients_from_ip >= max_per_ip:
         return TOO_MANY_PER_IP
     return None
