@@ -30,8 +30,11 @@ for name, points in series.items():
     b.plot(xs, [p[2] for p in points], marker="o", label=name)
 a.set(title="fan-out throughput", xlabel="clients", ylabel="deliveries/s")
 b.set(title="fan-out latency (publish to receive)", xlabel="clients", ylabel="p99 ms", yscale="log")
+counts = sorted({p[0] for points in series.values() for p in points})
 for ax in (a, b):
     ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(counts, [str(c) for c in counts])
     ax.grid(alpha=0.3)
     ax.legend()
 fig.suptitle("uipd vs references, 200 msg/s offered, 300 B messages, 2 cores (server and load generator one each)")
