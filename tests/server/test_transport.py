@@ -60,3 +60,17 @@ async def test_a_write_to_a_reset_connection_is_reported_by_the_next_send():
         pass
     else:
         raise AssertionError("a broken connection was not reported")
+
+
+async def test_the_spent_handshake_is_dropped_and_the_connection_still_works(daemon):
+    from tests.conftest import connect
+    from uipd.server.transport import _SpentHandshake
+
+    client = await connect(daemon)
+    connection = next(iter(daemon.connections.values()))
+    assert isinstance(connection.transport._ws._wsproto.handshake, _SpentHandshake)
+    await client.send_json({"action": "subscribe", "topics": ["weather"]})
+    assert (await client.recv_json())["topics"] == ["weather"]
+    await client.send_raw(b"\x89\x80\x00\x00\x00\x00")  # a ping from the client is still answered
+    await client.send_json({"action": "ping"})
+    assert (await client.recv_json())["type"] == "PONG"

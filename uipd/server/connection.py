@@ -23,7 +23,7 @@ from uipd.auth import Identity
 from uipd.core.admission import Refusal
 from uipd.core.hub import Hub, Session
 from uipd.server.clock import now
-from uipd.server.transport import TransportClosed, WebSocketTransport, WriteGate
+from uipd.server.transport import TransportClosed, WebSocketTransport, WriteGate, release_handshake
 
 if TYPE_CHECKING:
     from uipd.config import ServerConfig
@@ -195,6 +195,7 @@ async def serve_stream(
             else:
                 ws = await request.accept()
                 del request  # the handshake request (headers) is not kept for the connection's life
+                release_handshake(ws)
                 expires_in = None if decision.expires_at is None else decision.expires_at - time.time()
                 connection = ClientConnection(
                     hub, WebSocketTransport(ws, gate), nursery, config.close_timeout, ip,

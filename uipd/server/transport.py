@@ -12,22 +12,27 @@ written, the fan-out writes a frame straight to the non-blocking socket, with no
 kernel takes only part of it, the rest is kept and written before any other byte, so frames from
 different writers never interleave.
 
-The only private member used is the connection's ping table (``_pings``), to notice the pong of
-a ping we framed ourselves; trio-websocket is pinned (0.12.2) and ``check_pinned_internals``
-(run by the tests) fails if that table goes away.
+The private members used: the connection's ping table (``_pings``), to notice the pong of a ping
+we framed ourselves, and wsproto's spent handshake state, dropped once the WebSocket is open to keep
+idle connections small; trio-websocket (0.12.2) and wsproto (1.3.2) are pinned and
+``check_pinned_internals`` (run by the tests) fails if either changes.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 
 import trio
 import trio_websocket
+import wsproto
+import wsproto.handshake
 from trio_websocket import ConnectionClosed, WebSocketConnection
 from wsproto.utilities import LocalProtocolError
 
 PINNED_VERSION = "0.12.2"
+PINNED_WSPROTO = "1.3.2"
 
 
 class TransportClosed(Exception):
@@ -114,6 +119,30 @@ class WriteGate(trio.abc.HalfCloseableStream):
         await self.stream.aclose()
 
 
+class _SpentHandshake:
+    """Stands where wsproto keeps its HTTP handshake (an h11 connection, ~2.5 KiB) once the
+    WebSocket is open: after that wsproto only asks it for (no more) events."""
+
+    __slots__ = ()
+
+    def events(self) -> tuple[()]:
+        return ()
+
+
+_SPENT_HANDSHAKE = _SpentHandshake()
+
+
+def release_handshake(ws: WebSocketConnection) -> bool:
+    """Drop wsproto's handshake state of an accepted connection (it is never used again); True if
+    dropped.  Kept when anything is still pending in it."""
+    protocol = ws._wsproto
+    handshake = protocol.handshake
+    if protocol.connection is None or isinstance(handshake, _SpentHandshake) or handshake._events:
+        return False
+    protocol.handshake = _SPENT_HANDSHAKE  # type: ignore[assignment]
+    return True
+
+
 class _PongWaiter:
     """Stands in the connection's ping table where trio-websocket keeps ``trio.Event`` objects:
     it calls ``.set()`` on the waiter of a pong's payload and of every earlier ping."""
@@ -183,4 +212,10 @@ def check_pinned_internals() -> list[str]:
         problems.append("WebSocketConnection no longer has a _pings table")
     if "_pings" not in WebSocketConnection._handle_pong_event.__code__.co_names:
         problems.append("pongs are no longer matched through _pings")
+    if wsproto.__version__ != PINNED_WSPROTO:
+        problems.append(f"wsproto {wsproto.__version__} installed, {PINNED_WSPROTO} pinned")
+    if "handshake" not in inspect.getsource(wsproto.WSConnection.events):
+        problems.append("wsproto's WSConnection.events no longer asks its handshake for events")
+    if "_events" not in wsproto.handshake.H11Handshake.__init__.__code__.co_names:
+        problems.append("wsproto's handshake no longer keeps pending events in _events")
     return problems
