@@ -39,6 +39,10 @@ async def test_sighup_reload_keeps_clients(tmp_path):
     daemon = Uipd(path, env={"NOTIFY_SOCKET": notify.address})
     try:
         await trio.to_thread.run_sync(notify.wait_for, "READY=1")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api}") as http:
+            with trio.fail_after(10):  # READY=1 means listening; the file source loads a moment later
+                while (await http.get("/readyz")).status_code != 200:
+                    await trio.sleep(0.05)
         old = await RawClient.connect(ws)
         welcome, snapshot = await old.handshake_messages()
         assert welcome["message"] == "hello v1" and welcome["topics"] == ["parking"]
