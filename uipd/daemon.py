@@ -137,6 +137,10 @@ class Daemon:
     def source_route(self, source: str, route: str) -> HttpHandler | None:
         return self._routes.get((source, route))
 
+    def websocket_endpoint(self) -> str:
+        s = self.config.server
+        return f"{'wss' if s.tls_cert else 'ws'} {self.ws_port} {s.paths[0]}"
+
     def stats(self) -> dict[str, Any]:
         out = self.hub.stats()
         out["sources"] = {

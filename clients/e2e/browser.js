@@ -39,4 +39,5 @@ export async function launch() {
 }
 
 /** The dashboard's address for a daemon: served by its API listener, told the WebSocket port. */
-export const dashboardUrl = (daemon) => `${daemon.apiUrl}/?ws=${encodeURIComponent(daemon.wsUrl)}`;
+// No ?ws=: the daemon writes its WebSocket port into the page (meta uipd-ws), which these tests use.
+export const dashboardUrl = (daemon) => `${daemon.apiUrl}/`;

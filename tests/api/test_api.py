@@ -118,3 +118,13 @@ async def test_concurrent_publishes_reach_every_client_in_one_order(daemon):
         orders.append([m["data"][0]["id"] for m in msgs])
     assert all(order == orders[0] for order in orders)
     assert sorted(orders[0], key=int) == [str(i) for i in range(50)]
+
+
+async def test_the_dashboard_page_is_told_where_the_websocket_listener_is(daemon):
+    async with api_client(daemon) as http:
+        page = await http.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert f'<meta name="uipd-ws" content="ws {daemon.ws_port} /">' in page.text
+        script = await http.get("/static/dashboard/main.js")
+        assert script.status_code == 200 and "uipd-ws" in script.text
+        assert (await http.get("/static/../../config.py")).status_code == 404

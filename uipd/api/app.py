@@ -33,6 +33,9 @@ class ApiBackend(Protocol):
     def source_route(self, source: str, route: str) -> HttpHandler | None:
         """The handler a source registered for ``/sources/SOURCE/ROUTE``, if any."""
 
+    def websocket_endpoint(self) -> str:
+        """``"SCHEME PORT PATH"`` of the WebSocket listener, for the dashboard (e.g. ``"ws 5000 /"``)."""
+
     def stats(self) -> dict[str, Any]: ...
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -62,7 +65,10 @@ _CONTENT_TYPES = {
 }
 
 
-def _static_file(scope: Scope) -> tuple[int, Any, bytes]:
+_WS_META = b'<meta name="uipd-ws" content="">'
+
+
+def _static_file(scope: Scope, websocket: str = "") -> tuple[int, Any, bytes]:
     """The dashboard: ``/`` is ``static/index.html``; ``/static/NAME`` a file shipped in the package."""
     if scope["method"] not in ("GET", "HEAD"):
         raise _Reject(405, "method_not_allowed", "use GET", ((b"allow", b"GET"),))
@@ -74,6 +80,9 @@ def _static_file(scope: Scope) -> tuple[int, Any, bytes]:
         data = resource.read_bytes()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise _Reject(404, "not_found", f"no such file: {name}") from None
+    if name == "index.html" and websocket:
+        # tell the page where the WebSocket listener is (the page comes from the API port)
+        data = data.replace(_WS_META, b'<meta name="uipd-ws" content="' + websocket.encode() + b'">', 1)
     suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
     return 200, data, _CONTENT_TYPES.get(suffix, b"application/octet-stream")
 
@@ -124,7 +133,8 @@ class ApiApp:
             elif scope["path"] == "/metrics" and self.metrics is not None:
                 status, body, content_type = self._metrics(scope)
             elif self.dashboard and (scope["path"] == "/" or scope["path"].startswith("/static/")):
-                status, body, content_type = _static_file(scope)
+                endpoint = getattr(self.backend, "websocket_endpoint", None)
+                status, body, content_type = _static_file(scope, endpoint() if endpoint is not None else "")
             else:
                 status, body = await self._dispatch(scope, receive)
         except _Reject as rej:

@@ -2,8 +2,9 @@
 // as the npm package uipd-client) to the map and the panels.
 //
 // WebSocket URL: the page is served by the HTTP API listener, which is not the WebSocket port, so
-// it is taken from ?ws=ws://host:port/ and defaults to this page's hostname on port 5000 (the
-// daemon's default). An API key for /api/stats may be given as #key=... (never sent to servers).
+// it is taken from ?ws=ws://host:port/, else from what the daemon wrote into the page
+// (<meta name="uipd-ws" content="ws 5000 /">: scheme, port, path), else this page's hostname on
+// port 5000 (the daemon's default). An API key for /api/stats may be given as #key=... (never sent to servers).
 
 import { UipdClient } from '../client/index.js';
 import { AlertList, RateMeter, StatsPoller } from './panels.js';
@@ -12,14 +13,15 @@ import { attachTooltip } from './tooltip.js';
 
 const $ = (sel) => document.querySelector(sel);
 
-export function wsUrlFrom(loc) {
+export function wsUrlFrom(loc, advertised = '') {
   const given = new URLSearchParams(loc.search).get('ws');
   if (given) return given;
-  const scheme = loc.protocol === 'https:' ? 'wss' : 'ws';
-  return `${scheme}://${loc.hostname || 'localhost'}:5000/`;
+  const [scheme, port, path] = advertised.trim().split(/\s+/);
+  if (scheme && port) return `${scheme}://${loc.hostname || 'localhost'}:${port}${path || '/'}`;
+  return `${loc.protocol === 'https:' ? 'wss' : 'ws'}://${loc.hostname || 'localhost'}:5000/`;
 }
 
-const wsUrl = wsUrlFrom(location);
+const wsUrl = wsUrlFrom(location, document.querySelector('meta[name="uipd-ws"]')?.content ?? '');
 const apiKey = new URLSearchParams(location.hash.slice(1)).get('key') ?? '';
 
 const map = new CityMap($('#map'));
