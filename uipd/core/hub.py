@@ -418,9 +418,6 @@ class Hub:
             },
         }
 
-    def topic_names(self) -> Sequence[str]:
-        return self.topics.names
-
     def add_topics(self, names: Iterable[str]) -> list[str]:
         """Offer new topics (a config reload added a source); returns those that were new.
         Clients holding ``all`` receive them from now on."""
