@@ -26,7 +26,7 @@ from uipd.cluster.memory import MemoryBroker
 from uipd.cluster.redis import RedisBroker
 from uipd.api.server import serve_api
 from uipd.auth import AuthError, Authenticator, Identity, make_authenticator, token_from
-from uipd.config import Config
+from uipd.config import Config, ServerConfig
 from uipd.core.admission import UNAUTHORIZED, Refusal, check_handshake
 from uipd.core.hub import Hub, HubSettings, PublishResult
 from uipd.core.publish import Publication
@@ -164,7 +164,16 @@ class Daemon:
     def request_shutdown(self) -> None:
         self._stop.set()
 
-    def _admit(self, target: str, headers: Mapping[str, str], ip: str) -> Refusal | Identity:
+    # -- the ConnectionHost of uipd.server.connection ----------------------------------------------
+
+    @property
+    def server_config(self) -> ServerConfig:
+        return self.config.server
+
+    def count_accept(self) -> None:
+        self.accepted += 1
+
+    def admit(self, target: str, headers: Mapping[str, str], ip: str) -> Refusal | Identity:
         s = self.config.server
         refusal = check_handshake(
             key=headers.get("sec-websocket-key"),
@@ -187,7 +196,7 @@ class Daemon:
         self.refusals[refusal.reason] += 1
         return refusal
 
-    def _register(self, connection: ClientConnection) -> Callable[[], None]:
+    def register(self, connection: ClientConnection) -> Callable[[], None]:
         key = connection.session.id
         self.connections[key] = connection
         ip = connection.remote
@@ -204,9 +213,6 @@ class Daemon:
                 self._drained.set()
 
         return unregister
-
-    async def _serve_stream(self, stream: trio.SocketStream) -> None:
-        await serve_stream(stream, self.hub, self.config.server, self._admit, self._register)
 
     async def run(self, *, task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
@@ -227,7 +233,7 @@ class Daemon:
 
             async def accept_loop() -> None:
                 with accept_scope:
-                    await trio.serve_listeners(self._accept, listeners, handler_nursery=nursery)
+                    await trio.serve_listeners(partial(serve_stream, host=self), listeners, handler_nursery=nursery)
 
             nursery.start_soon(accept_loop)
             self.listening = True
@@ -312,10 +318,6 @@ class Daemon:
         ready = sum(1 for s in self.sources if s.ready)
         state = "draining; " if self.shutting_down else ""
         return f"{state}{len(self.hub.sessions)} clients, {len(self.hub.topics.names)} topics, {ready}/{len(self.sources)} sources ready"
-
-    async def _accept(self, stream: trio.SocketStream) -> None:
-        self.accepted += 1
-        await self._serve_stream(stream)
 
     async def _probe(self) -> bool:
         """For the watchdog: the loop runs (we are here) and the accept loop takes a connection."""

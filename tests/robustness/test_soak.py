@@ -65,14 +65,12 @@ def snapshot_cache_bytes(d: Any) -> int:
 
 def live_objects() -> dict[str, int]:
     """Live per-connection objects, by type name (after gc): a leak of any of them shows here."""
-    from trio_websocket import WebSocketConnection
-
     from uipd.core.hub import Session
     from uipd.core.outbound import OutboundQueue
     from uipd.server.connection import ClientConnection
-    from uipd.server.transport import WriteGate
+    from uipd.server.transport import WebSocketTransport, WriteGate
 
-    kinds = (Session, OutboundQueue, ClientConnection, WebSocketConnection, WriteGate, trio.SocketStream)
+    kinds = (Session, OutboundQueue, ClientConnection, WebSocketTransport, WriteGate, trio.SocketStream)
     counts = dict.fromkeys((k.__name__ for k in kinds), 0)
     for obj in gc.get_objects():
         if isinstance(obj, kinds):

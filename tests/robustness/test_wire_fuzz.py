@@ -285,14 +285,7 @@ async def test_wire_fuzz_never_reaches_other_clients() -> None:
     [
         "empty key",
         "short key",
-        pytest.param(
-            "HTTP/1.0",
-            marks=pytest.mark.xfail(
-                reason="LIMIT: an HTTP/1.0 upgrade is accepted: trio-websocket's request event does not carry the "
-                "HTTP version, so uipd cannot refuse it (RFC 6455 4.2.1 asks for 400)",
-                strict=True,
-            ),
-        ),
+        "HTTP/1.0",
     ],
 )
 async def test_malformed_handshakes_are_refused(variant: str) -> None:

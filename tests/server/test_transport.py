@@ -1,11 +1,12 @@
-"""The trio-websocket adapter: the internals it relies on, and the write gate's ordering guarantee."""
+"""The transport: the write gate's ordering guarantee and the connection's one task."""
 
 import trio
+import trio.testing
 
 from uipd.server.transport import WriteGate, check_pinned_internals
 
 
-def test_trio_websocket_internals_we_rely_on_are_there():
+def test_the_wsproto_internals_we_rely_on_are_there():
     assert check_pinned_internals() == []
 
 
@@ -62,13 +63,18 @@ async def test_a_write_to_a_reset_connection_is_reported_by_the_next_send():
         raise AssertionError("a broken connection was not reported")
 
 
-async def test_the_spent_handshake_is_dropped_and_the_connection_still_works(daemon):
+async def test_an_idle_connection_is_one_task_and_no_handshake_state(daemon):
     from tests.conftest import connect
-    from uipd.server.transport import _SpentHandshake
+    from wsproto.handshake import H11Handshake
+
+    import gc
 
     client = await connect(daemon)
     connection = next(iter(daemon.connections.values()))
-    assert isinstance(connection.transport._ws._wsproto.handshake, _SpentHandshake)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not connection._writing  # no writer task while nothing waits
+    assert [c for c in connection.nursery.child_tasks] == []  # the receive loop is the nursery's body
+    assert not any(isinstance(o, H11Handshake) and not o.client for o in gc.get_objects())
     await client.send_json({"action": "subscribe", "topics": ["weather"]})
     assert (await client.recv_json())["topics"] == ["weather"]
     await client.send_raw(b"\x89\x80\x00\x00\x00\x00")  # a ping from the client is still answered

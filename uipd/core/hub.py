@@ -175,11 +175,11 @@ class Hub:
         self.counters.connections += 1
         names = session.subscriptions.effective(self.topics.names)
         offered = [t for t in self.topics.names if session.may_receive(t)]
-        self._reply(session, wire.connection_frame(s.welcome, now.iso, round(s.heartbeat_interval * 1000), client_id, offered))
-        self._reply(session, self.topics.snapshot_frame(names, now.mono, now.iso), Kind.SNAPSHOT)
+        self.reply(session, wire.connection_frame(s.welcome, now.iso, round(s.heartbeat_interval * 1000), client_id, offered))
+        self.reply(session, self.topics.snapshot_frame(names, now.mono, now.iso), Kind.SNAPSHOT)
         return session
 
-    def _reply(self, session: Session, frame: bytes, kind: Kind = Kind.CONTROL) -> None:
+    def reply(self, session: Session, frame: bytes, kind: Kind = Kind.CONTROL) -> None:
         """Queue a reply to the client; one that does not fit is a slow consumer's."""
         if session.outbound.offer(frame, kind) is Offer.OVERFLOW:
             self._slow_consumer(session, frame, kind)
@@ -218,7 +218,7 @@ class Hub:
             request = parse_client_message(text)
             if isinstance(request, Ping):
                 session.last_alive = now.mono
-                self._reply(session, wire.pong_frame(now.iso))
+                self.reply(session, wire.pong_frame(now.iso))
             elif isinstance(request, Subscribe):
                 self._subscribe(session, request, now)
             elif isinstance(request, Unsubscribe):
@@ -226,7 +226,7 @@ class Hub:
                 self._unindex(session)
                 session.subscriptions.unsubscribe(request.topics, self.topics.names)
                 self._index(session)
-                self._reply(session, wire.subscribed_frame(session.subscriptions.names, now.iso))
+                self.reply(session, wire.subscribed_frame(session.subscriptions.names, now.iso))
             elif isinstance(request, SnapshotRequest):
                 if request.topics is None:
                     names = session.subscriptions.effective(self.topics.names)
@@ -235,7 +235,7 @@ class Hub:
                     self._check_allowed(session, request.topics)
                     wanted = set(request.topics)
                     names = [t for t in self.topics.names if ALL in wanted or t in wanted]
-                self._reply(session, self.topics.snapshot_frame(names, now.mono, now.iso), Kind.SNAPSHOT)
+                self.reply(session, self.topics.snapshot_frame(names, now.mono, now.iso), Kind.SNAPSHOT)
         except ClientError as err:
             self._error(session, err, now)
 
@@ -252,10 +252,10 @@ class Hub:
         self._unindex(session)
         session.subscriptions.subscribe(request.topics)
         self._index(session)
-        self._reply(session, wire.subscribed_frame(session.subscriptions.names, now.iso))
+        self.reply(session, wire.subscribed_frame(session.subscriptions.names, now.iso))
         if request.snapshot:
             added = [t for t in session.subscriptions.effective(self.topics.names) if t not in before]
-            self._reply(session, self.topics.snapshot_frame(added, now.mono, now.iso), Kind.SNAPSHOT)
+            self.reply(session, self.topics.snapshot_frame(added, now.mono, now.iso), Kind.SNAPSHOT)
 
     def _check_allowed(self, session: Session, names: Iterable[str]) -> None:
         if session.allowed_topics is None:
@@ -273,7 +273,7 @@ class Hub:
 
     def _error(self, session: Session, err: ClientError, now: Instant) -> None:
         self.counters.client_errors += 1
-        self._reply(session, wire.error_frame(err.error_code, err.message, now.iso, topics=err.topics))
+        self.reply(session, wire.error_frame(err.error_code, err.message, now.iso, topics=err.topics))
 
     # -- publishing -------------------------------------------------------------------------------
 

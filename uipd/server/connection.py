@@ -1,9 +1,9 @@
 """One client connection, from the accepted TCP stream to its close.
 
-Per connection there are three tasks, all in the connection's own nursery: trio-websocket's
-reader, our receive loop (which never awaits anything but the next message: every reply is
-queued by the core), and the writer, which drains the session's bounded queue to the socket.
-Whatever goes wrong inside a connection ends that connection only.
+An open connection has one task: its receive loop, which never awaits anything but the next bytes
+from the peer (every reply is queued by the core).  A writer task exists only while frames wait
+for a full socket, or a close or resync is due.  Both run in the connection's own nursery, and
+whatever goes wrong inside a connection ends that connection only.
 """
 
 from __future__ import annotations
@@ -13,17 +13,18 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, wrap_server_stream
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import ProtocolError
 
 from uipd.auth import Identity
 from uipd.core.admission import Refusal
 from uipd.core.hub import Hub, Session
 from uipd.server.clock import now
-from uipd.server.transport import TransportClosed, WebSocketTransport, WriteGate, release_handshake
+from uipd.server.handshake import open_handshake
+from uipd.server.transport import TransportClosed, WebSocketTransport, WriteGate
 
 if TYPE_CHECKING:
     from uipd.config import ServerConfig
@@ -31,9 +32,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_MESSAGE_TOO_BIG = 1009
 
-# How peers break connections: a reset, a protocol error (trio-websocket issue #184), a close race.
-_EXPECTED = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed, HandshakeError, ProtocolError, OSError)
+# How peers break connections: a reset, a protocol error, a close race.
+_EXPECTED = (trio.BrokenResourceError, trio.ClosedResourceError, TransportClosed, ProtocolError, OSError)
 
 
 class ClientConnection:
@@ -45,7 +47,10 @@ class ClientConnection:
     ends when the queue is empty again.
     """
 
-    __slots__ = ("hub", "transport", "nursery", "close_timeout", "remote", "session", "_writing", "_write_scope")
+    __slots__ = (
+        "hub", "transport", "nursery", "close_timeout", "max_message_bytes", "remote", "session",
+        "_writing", "_write_scope",
+    )
 
     def __init__(
         self,
@@ -55,6 +60,7 @@ class ClientConnection:
         close_timeout: float,
         remote: str = "?",
         *,
+        max_message_bytes: int = 64 * 1024,
         allowed_topics: frozenset[str] | None = None,
         expires_in: float | None = None,
     ) -> None:
@@ -63,9 +69,11 @@ class ClientConnection:
         """The client's address (for per-address limits and logs)."""
         self.transport = transport
         self.nursery = nursery
-        """The connection's nursery: trio-websocket's reader and our writer run in it; cancelling
-        its scope ends the connection."""
+        """The connection's nursery: the receive loop is its body and the writer runs in it;
+        cancelling its scope ends the connection (it gets a deadline once our close frame is out:
+        the peer has close_timeout to answer)."""
         self.close_timeout = close_timeout
+        self.max_message_bytes = max_message_bytes
         self._writing = False
         self._write_scope: trio.CancelScope | None = None
         self.session: Session = hub.connect(
@@ -104,20 +112,72 @@ class ClientConnection:
         self.nursery.cancel_scope.cancel()
 
     async def run(self) -> None:
-        """The receive loop, until the peer closes or the connection breaks."""
-        session, hub = self.session, self.hub
+        """The receive loop, until the close handshake is done or the connection breaks."""
+        session, hub, transport = self.session, self.hub, self.transport
+        outbound = session.outbound
+        fragments: list[str] = []
+        fragment_bytes = 0
+        data = transport.take_trailing_data()
         try:
-            while True:
-                try:
-                    message = await self.transport.receive()
-                except TransportClosed:
-                    return
-                if isinstance(message, bytes):
-                    session.outbound.request_close(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", flush=True)
-                elif session.outbound.closing is None:
-                    hub.receive(session, message, now())
+            while not transport.closed:
+                if not data:
+                    try:
+                        data = await transport.gate.receive_some()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return
+                    if not data:
+                        return  # the peer closed TCP
+                events, data = transport.feed(data), b""
+                for event in events:
+                    if isinstance(event, TextMessage):
+                        if outbound.closing is not None:
+                            continue  # a closing connection reads only to reach the peer's close
+                        if event.message_finished and not fragments:
+                            text = event.data
+                            # Characters <= UTF-8 bytes <= 4 x characters: encode only when it matters.
+                            if len(text) * 4 > self.max_message_bytes and len(text.encode()) > self.max_message_bytes:
+                                self._too_big()
+                                continue
+                            hub.receive(session, text, now())
+                            continue
+                        fragments.append(event.data)
+                        fragment_bytes += len(event.data.encode())
+                        if fragment_bytes > self.max_message_bytes:
+                            fragments.clear()
+                            self._too_big()
+                        elif event.message_finished:
+                            text = "".join(fragments)
+                            fragments.clear()
+                            fragment_bytes = 0
+                            hub.receive(session, text, now())
+                    elif isinstance(event, BytesMessage):
+                        if event.message_finished:
+                            outbound.request_close(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", flush=True)
+                    elif isinstance(event, Ping):
+                        if transport.open:
+                            hub.reply(session, transport.pong_frame(event.payload))
+                    elif isinstance(event, Pong):
+                        hub.pong(session, time.monotonic())
+                    elif isinstance(event, CloseConnection):
+                        if transport.violation:
+                            # A frame broke RFC 6455: say why (1002/1007), read no further frames.
+                            outbound.request_close(event.code, event.reason or "protocol error", flush=False)
+                            await self._discard_until_closed()
+                            return
+                        # The peer's close: answered by the writer, after a frame in flight.
+                        outbound.request_close(event.code, event.reason or "", flush=False)
         finally:
             hub.disconnect(session)
+
+    def _too_big(self) -> None:
+        self.session.outbound.request_close(CLOSE_MESSAGE_TOO_BIG, "message too big", flush=False)
+
+    async def _discard_until_closed(self) -> None:
+        """Read and drop what the peer still sends until it closes (or our close timed out):
+        closing a socket with unread data would reset it and lose our close frame."""
+        while True:
+            if not await self.transport.gate.receive_some():
+                return
 
     async def _write_loop(self) -> None:
         queue = self.session.outbound
@@ -142,9 +202,7 @@ class ClientConnection:
                     queue.written()
                     continue
                 if queue.closing is not None:
-                    with trio.move_on_after(self.close_timeout):
-                        await transport.close(queue.closing.code, queue.closing.reason)
-                    self.abort()
+                    await self._close(queue.closing.code, queue.closing.reason)
                     return
                 if self.hub.take_resync(self.session, now()):
                     continue
@@ -152,9 +210,40 @@ class ClientConnection:
         finally:
             self._writing = False
 
+    async def _close(self, code: int, reason: str) -> None:
+        """Send our close frame (or answer the peer's), then give the peer close_timeout to
+        answer before the TCP connection is dropped."""
+        transport = self.transport
+        with trio.move_on_after(self.close_timeout) as scope:
+            try:
+                await transport.close(code, reason)
+            except TransportClosed:
+                scope.cancel()
+        if scope.cancelled_caught or transport.closed:
+            self.abort()  # done (or broken): the server closes the TCP connection first
+            return
+        scope = self.nursery.cancel_scope  # the receive loop waits for the peer's close until then
+        scope.deadline = min(scope.deadline, trio.current_time() + self.close_timeout)
 
-Admit = Callable[[str, Mapping[str, str], str], "Refusal | Identity"]
-"""Decides a handshake from its target (path and query), headers (lower-case) and remote address."""
+
+class ConnectionHost(Protocol):
+    """What a connection needs of the daemon that accepted it."""
+
+    hub: Hub
+
+    @property
+    def server_config(self) -> ServerConfig:
+        """Read at each accept: a reloaded config applies to new connections."""
+
+    def admit(self, target: str, headers: Mapping[str, str], ip: str) -> Refusal | Identity:
+        """Decide a handshake from its target (path and query), headers (lower-case) and the
+        client's address."""
+
+    def register(self, connection: ClientConnection) -> Callable[[], None]:
+        """Note an open connection; returns what undoes it."""
+
+    def count_accept(self) -> None:
+        """A TCP connection was accepted (the watchdog's probe watches this)."""
 
 
 def remote_address(stream: trio.abc.Stream) -> str:
@@ -165,58 +254,44 @@ def remote_address(stream: trio.abc.Stream) -> str:
         return "?"
 
 
-async def serve_stream(
-    stream: trio.abc.Stream,
-    hub: Hub,
-    config: ServerConfig,
-    admit: Admit,
-    register: Callable[[ClientConnection], Callable[[], None]],
-) -> None:
-    """Own one accepted TCP stream: handshake, run the client, close; never raise."""
-    gate: WriteGate | None = None
+async def serve_stream(stream: trio.abc.Stream, host: ConnectionHost) -> None:
+    """Own one accepted TCP stream: handshake, run the client, close; never raise.
+
+    The daemon hands this (with ``functools.partial``) straight to ``trio.serve_listeners``: an
+    idle connection's task stack is this frame, ``run`` and the read it waits in."""
+    host.count_accept()
+    hub, config = host.hub, host.server_config
+    gate = WriteGate(stream)
     try:
+        ip = remote_address(stream)
+        accepted = None
+        with trio.move_on_after(config.handshake_timeout) as handshake_scope:
+            accepted = await open_handshake(gate, lambda request: host.admit(request.target, request.headers, ip))
+        if handshake_scope.cancelled_caught:
+            log.debug("handshake timed out")
+            hub.counters.handshake_timeouts += 1
+        if accepted is None:
+            return
+        request, identity = accepted
+        del accepted
+        expires_in = None if identity.expires_at is None else identity.expires_at - time.time()
         async with trio.open_nursery() as nursery:
-            request = None
-            with trio.move_on_after(config.handshake_timeout):
-                # Starts trio-websocket's reader task in *our* nursery, so that an error inside it
-                # (e.g. trio-websocket issue #184) ends this connection only.
-                gate = WriteGate(stream)
-                request = await wrap_server_stream(nursery, gate, message_queue_size=1, max_message_size=config.max_message_bytes)
-            if request is None:
-                log.debug("handshake timed out")
-                hub.counters.handshake_timeouts += 1
-                nursery.cancel_scope.cancel()
-                return
-            ip = remote_address(stream)
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
-            decision = admit(request.path, headers, ip)
-            if isinstance(decision, Refusal):
-                await request.reject(decision.status, body=decision.body)
-            else:
-                ws = await request.accept()
-                del request  # the handshake request (headers) is not kept for the connection's life
-                release_handshake(ws)
-                expires_in = None if decision.expires_at is None else decision.expires_at - time.time()
-                connection = ClientConnection(
-                    hub, WebSocketTransport(ws, gate), nursery, config.close_timeout, ip,
-                    allowed_topics=decision.topics, expires_in=expires_in,
-                )
-                unregister = register(connection)
-                try:
-                    await connection.run()
-                finally:
-                    unregister()
-                    hub.counters.count_close(connection.session.outbound.closing, ws.closed)
-                # The receive side is over. A close we started may still be waiting for the
-                # peer's close frame (closing the TCP connection with unread data would reset it
-                # and lose our close frame): let the writer and reader finish, for a bounded time.
-                nursery.cancel_scope.deadline = trio.current_time() + config.close_timeout
-                return
-            nursery.cancel_scope.cancel()
+            connection = ClientConnection(
+                hub, WebSocketTransport(gate, request.trailing_data), nursery, config.close_timeout, ip,
+                max_message_bytes=config.max_message_bytes, allowed_topics=identity.topics, expires_in=expires_in,
+            )
+            del request, identity  # the handshake (headers, credentials) is not kept for the connection's life
+            unregister = host.register(connection)
+            try:
+                await connection.run()
+            finally:
+                unregister()
+                hub.counters.count_close(connection.session.outbound.closing, connection.transport.peer_close)
+            nursery.cancel_scope.cancel()  # a writer still at work: the connection is over
     # One broken connection must never affect the others: whatever escapes is logged here.
     except* _EXPECTED as group:
         log.debug("connection ended: %r", group.exceptions)
     except* Exception as group:
         log.warning("connection ended by an unexpected error", exc_info=group)
     finally:
-        await trio.aclose_forcefully(gate if gate is not None else stream)
+        await trio.aclose_forcefully(gate)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 
 import trio
@@ -24,15 +23,12 @@ async def supervise_heartbeats(
 ) -> None:
     """Every ``tick`` seconds: queue the pings that are due (each client on its own, jittered
     schedule) and drop clients silent for longer than the heartbeat timeout.  Never awaits a
-    client: a ping is a frame in the client's queue and its pong is noticed by the reader."""
+    client: a ping is a frame in the client's queue, and any pong the client's receive loop
+    reads counts as a sign of life."""
     task_status.started()
     while True:
         await trio.sleep(tick)
         plan = hub.heartbeat(now())
-        for session, payload in plan.pings:
-            connection = connections.get(session.id)
-            if connection is not None:
-                connection.transport.expect_pong(payload, lambda s=session: hub.pong(s, time.monotonic()))
         for session in plan.dead:
             connection = connections.get(session.id)
             if connection is not None:

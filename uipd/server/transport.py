@@ -1,21 +1,20 @@
-"""How bytes reach a client's socket, and the one place that touches trio-websocket internals.
+"""How bytes reach a client's socket, and how they come back as WebSocket events.
 
-trio-websocket does the opening handshake, receives frames and answers the peer's pings and
-close.  It is handed a :class:`WriteGate` instead of the raw TCP stream, and every byte for the
-client goes through that gate: trio-websocket's own frames (pongs, close) and ours.
+After the opening handshake (:mod:`uipd.server.handshake`) a connection is wsproto's frame layer
+(``wsproto.connection.Connection``, sans-IO) over a :class:`WriteGate`.  No task runs for an idle
+connection but its one receive loop, and no per-connection object is kept that the wire does not
+need: this is what keeps an idle client at a few KiB.
 
-Our frames are already encoded and framed once per message (not once per client), so they are
-written without trio-websocket's ``send_message`` (which re-frames per client and blocks once
-~150 KB are in flight).  The gate adds a synchronous fast path: when nothing else is being
-written, the fan-out writes a frame straight to the non-blocking socket, with no task switch
-(trio's floor is ~7 us a delivery this way, against ~23 us through ``send_message``).  If the
-kernel takes only part of it, the rest is kept and written before any other byte, so frames from
-different writers never interleave.
+Our frames are already encoded and framed once per message (not once per client), so they never
+pass through wsproto: the gate writes them as they are.  It adds a synchronous fast path: when
+nothing else is being written, the fan-out writes a frame straight to the non-blocking socket,
+with no task switch (trio's floor is ~7 us a delivery this way).  If the kernel takes only part of
+it, the rest is kept and written before any other byte, so frames from different writers (the
+fan-out, the writer task, a close reply) never interleave.
 
-The private members used: the connection's ping table (``_pings``), to notice the pong of a ping
-we framed ourselves, and wsproto's spent handshake state, dropped once the WebSocket is open to keep
-idle connections small; trio-websocket (0.12.2) and wsproto (1.3.2) are pinned and
-``check_pinned_internals`` (run by the tests) fails if either changes.
+The one private member touched: wsproto's per-connection event deque is replaced by an empty
+tuple (it is only used for an API call never made here); wsproto is pinned exactly and
+``check_pinned_internals`` (run by the tests) fails if that use changes.
 """
 
 from __future__ import annotations
@@ -25,26 +24,30 @@ import os
 from collections.abc import Callable
 
 import trio
-import trio_websocket
 import wsproto
-import wsproto.handshake
-from trio_websocket import ConnectionClosed, WebSocketConnection
-from wsproto.utilities import LocalProtocolError
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import CloseConnection, Event, Pong
 
-PINNED_VERSION = "0.12.2"
 PINNED_WSPROTO = "1.3.2"
+
+RECEIVE_BYTES = 16 * 1024
+"""Bytes asked of the socket per read: client messages are small, and a smaller read is a
+smaller transient allocation per wake-up."""
+
+
+_NO_EVENTS = ()
 
 
 class TransportClosed(Exception):
     """The connection is closed or broken; nothing more can be written."""
 
 
-class WriteGate(trio.abc.HalfCloseableStream):
-    """Wraps the client's TCP stream: serializes every writer and offers a synchronous write."""
+class WriteGate:
+    """Wraps the client's stream: serializes every writer and offers a synchronous write."""
 
     __slots__ = ("stream", "_lock", "_pending", "_broken", "_closed", "_fd")
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self._lock = trio.StrictFIFOLock()
         self._pending: memoryview | bytes = b""
@@ -53,7 +56,7 @@ class WriteGate(trio.abc.HalfCloseableStream):
         self._closed = False
         """Set by ``aclose``: the descriptor number may already belong to another connection."""
         try:
-            self._fd: int | None = stream.socket.fileno()
+            self._fd: int | None = stream.socket.fileno()  # type: ignore[attr-defined]
         except AttributeError:  # not a socket (e.g. a TLS stream): no fast path
             self._fd = None
 
@@ -82,15 +85,15 @@ class WriteGate(trio.abc.HalfCloseableStream):
     def needs_flush(self) -> bool:
         return bool(self._pending) or self._broken
 
-    # -- trio.abc.Stream --------------------------------------------------------------------------
+    # -- the waiting path -------------------------------------------------------------------------
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         async with self._lock:
             await self._send_locked(data)
 
     async def send_unless(self, data: bytes, closed: Callable[[], bool]) -> None:
-        """Write ``data`` unless ``closed()`` is true once it is our turn (a close frame written by
-        trio-websocket must stay the last frame)."""
+        """Write ``data`` unless ``closed()`` is true once it is our turn (a close frame must stay
+        the last frame)."""
         async with self._lock:
             if closed():
                 raise TransportClosed
@@ -105,117 +108,145 @@ class WriteGate(trio.abc.HalfCloseableStream):
         if data:
             await self.stream.send_all(data)
 
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.stream.wait_send_all_might_not_block()
+    async def receive_some(self, max_bytes: int = RECEIVE_BYTES) -> bytes:
+        """The next bytes from the peer (b"" at its EOF).
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        return await self.stream.receive_some(max_bytes)
-
-    async def send_eof(self) -> None:
-        await self.stream.send_eof()
+        On a plain socket this reads the descriptor itself (``wait_readable`` + ``os.read``),
+        like ``SocketStream.receive_some`` does but without its five nested frames: an idle
+        connection's one task waits here, and every frame on its stack stays allocated."""
+        fd = self._fd
+        if fd is None:
+            return await self.stream.receive_some(max_bytes)
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("the connection was closed")
+            try:
+                data = os.read(fd, max_bytes)
+            except BlockingIOError:
+                data = None  # wait outside the except block: a live exception would stay allocated
+            except OSError as exc:  # reset
+                raise trio.BrokenResourceError(exc) from exc
+            if data is None:
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            await trio.lowlevel.checkpoint()  # a client that keeps sending must not starve the others
+            return data
 
     async def aclose(self) -> None:
         self._closed = True
         await self.stream.aclose()
 
 
-class _SpentHandshake:
-    """Stands where wsproto keeps its HTTP handshake (an h11 connection, ~2.5 KiB) once the
-    WebSocket is open: after that wsproto only asks it for (no more) events."""
-
-    __slots__ = ()
-
-    def events(self) -> tuple[()]:
-        return ()
-
-
-_SPENT_HANDSHAKE = _SpentHandshake()
-
-
-def release_handshake(ws: WebSocketConnection) -> bool:
-    """Drop wsproto's handshake state of an accepted connection (it is never used again); True if
-    dropped.  Kept when anything is still pending in it."""
-    protocol = ws._wsproto
-    handshake = protocol.handshake
-    if protocol.connection is None or isinstance(handshake, _SpentHandshake) or handshake._events:
-        return False
-    protocol.handshake = _SPENT_HANDSHAKE  # type: ignore[assignment]
-    return True
-
-
-class _PongWaiter:
-    """Stands in the connection's ping table where trio-websocket keeps ``trio.Event`` objects:
-    it calls ``.set()`` on the waiter of a pong's payload and of every earlier ping."""
-
-    __slots__ = ("_callback",)
-
-    def __init__(self, callback: Callable[[], None]) -> None:
-        self._callback = callback
-
-    def set(self) -> None:
-        self._callback()
-
-
 class WebSocketTransport:
-    """One accepted trio-websocket connection and its gate, as the client connection uses them."""
+    """One open WebSocket: wsproto's frame layer for what arrives, the gate for what leaves.
 
-    __slots__ = ("_ws", "gate")
+    The close handshake (RFC 6455 5.5.1): whoever closes first sends a close frame and nothing
+    after it; the other side answers with one; the TCP connection is closed after that.  Once a
+    close frame of ours is out (``close_sent``), every further write is refused.
+    """
 
-    def __init__(self, ws: WebSocketConnection, gate: WriteGate) -> None:
-        self._ws = ws
+    __slots__ = ("gate", "_protocol", "_trailing_data", "close_sent", "peer_close")
+
+    def __init__(self, gate: WriteGate, trailing_data: bytes = b"") -> None:
         self.gate = gate
+        self._protocol = Connection(ConnectionType.SERVER)
+        # wsproto keeps a deque (~600 bytes) for events it makes up itself; it is only used by
+        # receive_data(None), which is never called here: an empty tuple reads the same.
+        self._protocol._events = _NO_EVENTS  # type: ignore[assignment]
+        self._trailing_data = trailing_data
+        """Bytes the client sent right behind its handshake: its first frames."""
+        self.close_sent = False
+        self.peer_close: CloseConnection | None = None
+        """The peer's close frame, once it arrived (its code is counted in the metrics)."""
 
-    def _closed(self) -> bool:
-        return self._ws.closed is not None
+    # -- receiving --------------------------------------------------------------------------------
 
-    async def receive(self) -> str | bytes:
-        """The next whole message; raises TransportClosed once the connection is closed."""
-        try:
-            return await self._ws.get_message()
-        except ConnectionClosed:
-            raise TransportClosed from None
+    def take_trailing_data(self) -> bytes:
+        """Bytes the client sent right behind its handshake (its first frames), once."""
+        data, self._trailing_data = self._trailing_data, b""
+        return data
+
+    def feed(self, data: bytes) -> list[Event]:
+        """The events decoded from bytes the peer sent.
+
+        A frame that breaks the protocol (bad opcode, unmasked, invalid UTF-8, ...) comes back as
+        a ``CloseConnection`` with its 1002/1007 code while the connection is still OPEN: see
+        :attr:`violation`."""
+        protocol = self._protocol
+        protocol.receive_data(data)
+        events = list(protocol.events())
+        for event in events:
+            if isinstance(event, CloseConnection) and protocol.state is not ConnectionState.OPEN:
+                self.peer_close = event
+        return events
+
+    @property
+    def violation(self) -> bool:
+        """True when the last ``CloseConnection`` came from wsproto's parser, not from the peer."""
+        return self.peer_close is None and self._protocol.state is ConnectionState.OPEN
+
+    @property
+    def peer_closed(self) -> bool:
+        return self.peer_close is not None
+
+    @property
+    def open(self) -> bool:
+        """Neither side has sent a close frame."""
+        return self._protocol.state is ConnectionState.OPEN
+
+    @property
+    def closed(self) -> bool:
+        """Both close frames were exchanged: nothing more will be read or written."""
+        return self._protocol.state is ConnectionState.CLOSED
+
+    # -- writing ----------------------------------------------------------------------------------
 
     @property
     def direct_write_possible(self) -> bool:
-        """See :class:`WriteGate`; never after the connection started closing."""
-        return self.gate.direct_write_possible and self._ws.closed is None
+        """See :class:`WriteGate`; never after a close frame went out."""
+        return not self.close_sent and self.gate.direct_write_possible
+
+    def _closing(self) -> bool:
+        return self.close_sent
 
     async def write(self, data: bytes) -> None:
         """Write already-framed bytes (and any pending remainder first).  Cancelling it mid-write
         can leave a partial frame on the wire: the connection must be dropped then."""
         try:
-            await self.gate.send_unless(data, self._closed)
+            await self.gate.send_unless(data, self._closing)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise TransportClosed from None
 
-    def expect_pong(self, payload: bytes, on_pong: Callable[[], None]) -> None:
-        """Call ``on_pong`` when the pong for our ping ``payload`` (or for a later ping) arrives."""
-        self._ws._pings[payload] = _PongWaiter(on_pong)  # type: ignore[assignment]
+    def pong_frame(self, payload: bytes) -> bytes:
+        """The pong answering a client's ping (queued like any control frame)."""
+        return self._protocol.send(Pong(payload))
 
     async def close(self, code: int, reason: str) -> None:
-        """Send a close frame and wait for the peer's; the caller bounds the wait.
-
-        wsproto can raise LocalProtocolError here when the peer's close crosses ours
-        (trio-websocket issue #184); the connection is over either way."""
+        """Send our close frame, or the answer to the peer's; raises TransportClosed if the
+        connection broke.  The caller bounds the wait."""
+        if self.close_sent:
+            return
+        protocol = self._protocol
+        if protocol.state is ConnectionState.REMOTE_CLOSING and self.peer_close is not None:
+            frame = protocol.send(self.peer_close.response())
+        else:
+            frame = protocol.send(CloseConnection(code, reason))
         try:
-            await self._ws.aclose(code, reason)
-        except (LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
-            pass
+            await self.gate.send_unless(frame, self._closing)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise TransportClosed from None
+        finally:
+            self.close_sent = True
 
 
 def check_pinned_internals() -> list[str]:
-    """What this module relies on that the installed trio-websocket lacks (empty when all is there)."""
+    """What this module relies on in wsproto beyond its public API, and is missing (empty when
+    all is there): wsproto is pinned exactly, and the tests run this."""
     problems = []
-    if trio_websocket.__version__ != PINNED_VERSION:
-        problems.append(f"trio-websocket {trio_websocket.__version__} installed, {PINNED_VERSION} pinned")
-    if "_pings" not in WebSocketConnection.__init__.__code__.co_names:
-        problems.append("WebSocketConnection no longer has a _pings table")
-    if "_pings" not in WebSocketConnection._handle_pong_event.__code__.co_names:
-        problems.append("pongs are no longer matched through _pings")
     if wsproto.__version__ != PINNED_WSPROTO:
         problems.append(f"wsproto {wsproto.__version__} installed, {PINNED_WSPROTO} pinned")
-    if "handshake" not in inspect.getsource(wsproto.WSConnection.events):
-        problems.append("wsproto's WSConnection.events no longer asks its handshake for events")
-    if "_events" not in wsproto.handshake.H11Handshake.__init__.__code__.co_names:
-        problems.append("wsproto's handshake no longer keeps pending events in _events")
+    if "while self._events:" not in inspect.getsource(Connection.events):
+        problems.append("wsproto's Connection.events no longer drains _events with a truth test")
+    if inspect.getsource(Connection).count("self._events.append") != 1:  # the receive_data(None) one
+        problems.append("wsproto's Connection queues events of its own in more places")
     return problems

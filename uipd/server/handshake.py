@@ -1,0 +1,86 @@
+"""The opening handshake (RFC 6455 section 4.2), on wsproto's sans-IO HTTP/1.1 handshake.
+
+Read the client's upgrade request, let the daemon decide (path, Origin, credentials, limits), and
+answer ``101 Switching Protocols`` or an HTTP error with a short text body.  The handshake state
+(an h11 connection) is dropped as soon as the answer is written: an open connection keeps only
+wsproto's frame layer (:class:`uipd.server.transport.WebSocketTransport`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from attrs import frozen
+from wsproto.connection import ConnectionType
+from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import RemoteProtocolError
+
+from uipd.core.admission import Refusal
+from uipd.server.transport import WriteGate
+
+MAX_REQUEST_BYTES = 16 * 1024
+"""h11's own bound for a request head: a longer one is refused with 400."""
+
+
+@frozen
+class UpgradeRequest:
+    target: str
+    """Path and query, as sent."""
+    headers: dict[str, str]
+    """Header names in lower case (Host and the Sec-WebSocket-Extensions/-Protocol offers are
+    not among them: wsproto consumes those)."""
+    trailing_data: bytes
+    """Bytes the client sent behind its request (frames it did not wait to send)."""
+
+
+Admitted = TypeVar("Admitted")
+
+
+async def open_handshake(gate: WriteGate, decide: Callable[[UpgradeRequest], Refusal | Admitted]) -> tuple[UpgradeRequest, Admitted] | None:
+    """Run the handshake on ``gate``: the request and what ``decide`` said of it when accepted,
+    None when the client was refused (the refusal is written) or went away.  The caller bounds
+    the time it may take."""
+    handshake = H11Handshake(ConnectionType.SERVER)
+    raw = bytearray()
+    while True:
+        data = await gate.receive_some()
+        if not data:
+            return None
+        raw += data
+        try:
+            handshake.receive_data(bytes(data))
+            request = next((e for e in handshake.events() if isinstance(e, Request)), None)
+        except RemoteProtocolError as exc:  # not a WebSocket upgrade: wsproto says which status
+            hint = exc.event_hint if isinstance(exc.event_hint, RejectConnection) else RejectConnection()
+            await _refuse(gate, handshake, hint.status_code, b"bad request\n", list(hint.headers))
+            return None
+        if request is not None:
+            break
+        if len(raw) > MAX_REQUEST_BYTES:  # h11 refuses this too; do not wait for it
+            await _refuse(gate, handshake, 400, b"bad request\n")
+            return None
+    head, _, trailing = bytes(raw).lstrip(b"\r\n").partition(b"\r\n\r\n")
+    if not head.split(b"\r\n", 1)[0].endswith(b" HTTP/1.1"):
+        # RFC 6455 4.1: the upgrade is an HTTP/1.1 request (h11 also parses 1.0).
+        await _refuse(gate, handshake, 400, b"bad request\n")
+        return None
+    upgrade = UpgradeRequest(
+        request.target,
+        {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.extra_headers},
+        trailing,
+    )
+    decision = decide(upgrade)
+    if isinstance(decision, Refusal):
+        await _refuse(gate, handshake, decision.status, decision.body)
+        return None
+    await gate.send_all(handshake.send(AcceptConnection()))
+    return upgrade, decision
+
+
+async def _refuse(gate: WriteGate, handshake: H11Handshake, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [*(headers or []), (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+    data = handshake.send(RejectConnection(status_code=status, headers=headers, has_body=True))
+    data += handshake.send(RejectData(data=body, body_finished=True))
+    await gate.send_all(data)
