@@ -34,6 +34,7 @@ from uipd.core.topics import TopicTable
 from uipd.plugin import HttpHandler
 from uipd.server.clock import now
 from uipd.server.connection import ClientConnection, serve_stream
+from uipd.server.flusher import Flusher
 from uipd.server.heartbeat import supervise_heartbeats
 from uipd.sources.publisher import HubPublisher
 from uipd.metrics import Metrics
@@ -101,6 +102,8 @@ class Daemon:
     reloads: Counter[str] = field(factory=Counter, init=False)
     """Config reloads by result (``ok``, ``failed``)."""
     accepted: int = field(default=0, init=False)
+    flusher: Flusher = field(factory=Flusher, init=False)
+    """Writes every client's new frames, once per scheduler round (uipd.server.flusher)."""
     """TCP connections taken by the accept loop (the watchdog probe watches it move)."""
     api_app: ApiApp | None = field(default=None, init=False)
     _nursery: trio.Nursery | None = field(default=None, init=False)
@@ -218,6 +221,7 @@ class Daemon:
         cfg = self.config
         async with trio.open_nursery() as nursery:  # the daemon's nursery: owns every task
             self._nursery = nursery
+            await nursery.start(self.flusher.run)
             if "ws" in self.inherited_fds:  # systemd socket activation: the socket outlives restarts
                 tcp_listeners = [systemd.listener_from(self.inherited_fds["ws"])]
             else:

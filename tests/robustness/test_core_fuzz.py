@@ -3,8 +3,8 @@
 A hypothesis state machine drives a real ``Hub`` the way the shell does: clients connect and
 disconnect, send any text (valid requests, legacy ``type``/``channels`` spellings, unknown topics,
 ``all``, non-strings, broken JSON), sources publish UPDATEs (upserts and removals, colliding integer
-and string ids), ALERTs and broadcasts, writers take and write queues (some writes left in flight,
-some frames going through the direct-write fast path), heartbeats ping and drop, the clock moves.
+and string ids), ALERTs and broadcasts, writers take and write queues (some writes left in flight),
+heartbeats ping and drop, the clock moves.
 After every step the hub must agree with the model: subscription sets, the routing index,
 topic state and seq; every frame a client gets decodes as a protocol message, in the order the
 model predicts, and a client that has caught up holds exactly the topics' current state.
@@ -167,15 +167,13 @@ def unsubscribe_results(names: set[str], request: list[str]) -> list[set[str]]:
 class Client:
     """The model of one session, and of what its client has received."""
 
-    def __init__(self, mono: float, direct: bool) -> None:
+    def __init__(self, mono: float) -> None:
         self.session: Session
         self.names: set[str] = {ALL}
         self.explicit = False
         self.last_alive = mono
         self.expected: list[dict[str, Any]] = []
         """Messages queued for it that it has not received yet, in order (pings as {"ping": payload})."""
-        self.direct = direct
-        """The simulated socket takes direct writes (the shell's fast path)."""
         self.in_flight = False
         self.wire: list[bytes] = []
         self.view: dict[str, dict[str, Any]] = {}
@@ -186,12 +184,6 @@ class Client:
         """The readings of its last unsubscribe accepted (see unsubscribe_results)."""
         self.known_subs: set[str] = {ALL}
         """The set as the client knows it: the default, then its last SUBSCRIBED."""
-
-    def send_now(self, frame: bytes) -> bool:
-        if self.direct and not self.in_flight:
-            self.wire.append(frame)
-            return True
-        return False
 
 
 class HubMachine(RuleBasedStateMachine):
@@ -222,11 +214,11 @@ class HubMachine(RuleBasedStateMachine):
     # -- connections ----------------------------------------------------------------------------
 
     @precondition(lambda self: len(self.live) < 6)
-    @rule(target=clients, direct=st.booleans())
-    def connect(self, direct: bool) -> Client:
+    @rule(target=clients)
+    def connect(self) -> Client:
         self.n += 1
-        client = Client(self.mono, direct)
-        session = client.session = self.hub.connect(f"c{self.n}", self.now, send_now=client.send_now)
+        client = Client(self.mono)
+        session = client.session = self.hub.connect(f"c{self.n}", self.now)
         client.expected = [
             {"type": "connection", "message": self.hub.settings.welcome, "heartbeatInterval": 10000, "clientId": session.id, "topics": TOPICS},
             {"type": "SNAPSHOT", "data": self.sections(TOPICS)},
@@ -247,12 +239,11 @@ class HubMachine(RuleBasedStateMachine):
         if client.session.id not in self.live or client.session.outbound.closing is not None:
             return  # the shell stops reading a closing connection
         queue = client.session.outbound
-        would_direct = not len(queue) and not queue.inflight_bytes and client.direct and not client.in_flight
         snapshots_full = queue.snapshots_pending >= MAX_PENDING_SNAPSHOTS
         replies = self.expect_replies(client, decode(text))
         self.hub.receive(client.session, text, self.now)  # must never raise
         event("reply: " + ",".join(r["type"] + ("/" + r["code"] if "code" in r else "") for r in replies))
-        if any(r["type"] == "SNAPSHOT" for r in replies) and not would_direct and snapshots_full:
+        if any(r["type"] == "SNAPSHOT" for r in replies) and snapshots_full:
             client.predicted_close = CLOSE_SLOW_CONSUMER  # more SNAPSHOTs pending than a client may owe
         client.expected.extend(replies)
 
@@ -387,10 +378,6 @@ class HubMachine(RuleBasedStateMachine):
         if client.in_flight:
             client.session.outbound.written()
             client.in_flight = False
-
-    @rule(client=clients, direct=st.booleans())
-    def socket_writable(self, client: Client, direct: bool) -> None:
-        client.direct = direct
 
     @rule(client=clients)
     def drain(self, client: Client) -> None:

@@ -22,14 +22,17 @@ async def _stream_pair():
 async def test_direct_writes_then_a_partial_remainder_is_flushed_before_anything_else():
     server, client = await _stream_pair()
     gate = WriteGate(server)
-    chunk = bytes(range(256)) * 256  # 64 KiB
     written = []
-    # The client does not read, so the kernel buffers fill and a direct write is taken in part.
+    # The client does not read, so the kernel buffers fill and a direct write is taken in part:
+    # one frame cut somewhere, the frames after it not written at all.
+    n = 0
     while not gate.needs_flush:
         assert gate.direct_write_possible
-        gate.write_now(chunk)
-        written.append(chunk)
-        assert len(written) < 10_000
+        batch = [bytes([n % 251]) * (1000 + 7919 * k % 30000) for k in range(1 + n % 5)]
+        gate.write_now(batch)
+        written.extend(batch)
+        n += 1
+        assert n < 10_000
     assert not gate.direct_write_possible  # the remainder must go first
     expected = b"".join(written) + b"<after>"
     received = bytearray()
@@ -53,7 +56,7 @@ async def test_a_write_to_a_reset_connection_is_reported_by_the_next_send():
     await trio.sleep(0.05)
     for _ in range(3):
         if gate.direct_write_possible:
-            gate.write_now(b"x" * 1000)
+            gate.write_now([b"x" * 1000, b"y" * 10])
     assert gate.needs_flush
     try:
         await gate.send_all(b"y")

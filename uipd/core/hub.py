@@ -144,7 +144,6 @@ class Hub:
         client_id: str,
         now: Instant,
         wake: Callable[[], None] = lambda: None,
-        send_now: Callable[[bytes], bool] = lambda frame: False,
         *,
         allowed_topics: frozenset[str] | None = None,
         expires_in: float | None = None,
@@ -161,7 +160,7 @@ class Hub:
         session = Session(
             id=client_id,
             subscriptions=SubscriptionSet(default),
-            outbound=OutboundQueue(s.max_queue_bytes, wake, send_now),
+            outbound=OutboundQueue(s.max_queue_bytes, wake),
             rate=TokenBucket.start(s.rate_limit, s.rate_burst, s.rate_limit_strikes, now.mono),
             last_alive=now.mono,
             # The first ping of each client is spread over one interval, so that a mass
@@ -314,11 +313,12 @@ class Hub:
 
     def _fan_out(self, targets: Iterable[Session], frame: bytes, kind: Kind) -> int:
         delivered = 0
+        queued, overflow = Offer.QUEUED, Offer.OVERFLOW  # once, not per delivery (slow on 3.11)
         for session in targets:
             result = session.outbound.offer(frame, kind)
-            if result is Offer.QUEUED:
+            if result is queued:
                 delivered += 1
-            elif result is Offer.OVERFLOW and self._slow_consumer(session, frame, kind):
+            elif result is overflow and self._slow_consumer(session, frame, kind):
                 delivered += 1
         return delivered
 

@@ -23,6 +23,7 @@ from uipd.auth import Identity
 from uipd.core.admission import Refusal
 from uipd.core.hub import Hub, Session
 from uipd.server.clock import now
+from uipd.server.flusher import Flusher
 from uipd.server.handshake import open_handshake
 from uipd.server.transport import TransportClosed, WebSocketTransport, WriteGate
 
@@ -41,15 +42,16 @@ _EXPECTED = (trio.BrokenResourceError, trio.ClosedResourceError, TransportClosed
 class ClientConnection:
     """The shell of one session: moves its frames and owns its lifetime.
 
-    An idle connection has no writer task: a frame that arrives while nothing is queued is
-    written straight to the socket (``_send_now``); a writer task is started only when frames
-    must wait (the socket is full, a write is under way) or a close or resync is due, and it
-    ends when the queue is empty again.
+    An idle connection has no writer task.  Frames queued by the core make the connection due
+    for the flusher's next pass (:mod:`uipd.server.flusher`), which writes them all with one
+    system call (``flush``); a writer task is started only when frames must wait (the socket is
+    full, a write is under way) or a close or resync is due, and it ends when the queue is empty
+    again.
     """
 
     __slots__ = (
-        "hub", "transport", "nursery", "close_timeout", "max_message_bytes", "remote", "session",
-        "_writing", "_write_scope",
+        "hub", "transport", "nursery", "flusher", "close_timeout", "max_message_bytes", "remote", "session",
+        "_writing", "_due", "_write_scope",
     )
 
     def __init__(
@@ -57,6 +59,7 @@ class ClientConnection:
         hub: Hub,
         transport: WebSocketTransport,
         nursery: trio.Nursery,
+        flusher: Flusher,
         close_timeout: float,
         remote: str = "?",
         *,
@@ -72,34 +75,48 @@ class ClientConnection:
         """The connection's nursery: the receive loop is its body and the writer runs in it;
         cancelling its scope ends the connection (it gets a deadline once our close frame is out:
         the peer has close_timeout to answer)."""
+        self.flusher = flusher
         self.close_timeout = close_timeout
         self.max_message_bytes = max_message_bytes
         self._writing = False
+        self._due = False
+        """Waiting for the flusher's next pass."""
         self._write_scope: trio.CancelScope | None = None
         self.session: Session = hub.connect(
-            secrets.token_hex(8), now(), self._wake, self._send_now, allowed_topics=allowed_topics, expires_in=expires_in
+            secrets.token_hex(8), now(), self._wake, allowed_topics=allowed_topics, expires_in=expires_in
         )
-
-    def _send_now(self, frame: bytes) -> bool:
-        """The core's fast path (nothing queued): write at once if no other write is under way."""
-        transport = self.transport
-        if self._writing or not transport.direct_write_possible:
-            return False
-        transport.gate.write_now(frame)
-        if transport.gate.needs_flush:
-            self._start_writer()  # the kernel took part of it: the writer sends the rest
-        return True
 
     def _wake(self) -> None:
         """Called by the core, synchronously, when frames were queued or a close or resync is due."""
         if not self._writing:
-            self._start_writer()
+            if not self._due:
+                self._due = True
+                self.flusher.schedule(self)
             return
         closing = self.session.outbound.closing
         if self._write_scope is not None and closing is not None and not closing.flush:
             # A client closed as a slow consumer gets a little time to take the frame in flight,
             # so its close frame can follow; past that its TCP connection is dropped.
             self._write_scope.deadline = min(self._write_scope.deadline, trio.current_time() + self.close_timeout)
+
+    def flush(self) -> None:
+        """The flusher's pass: write what is queued at once if the socket can take it, else
+        leave it to a writer task."""
+        self._due = False
+        if self._writing:
+            return  # the writer takes it
+        queue = self.session.outbound
+        if queue.closing is None and not queue.resync_pending and self.transport.direct_write_possible:
+            frames = queue.take()
+            if frames:
+                gate = self.transport.gate
+                gate.write_now(frames)
+                if not gate.needs_flush:
+                    queue.written()
+                    return
+        elif not len(queue) and queue.closing is None and not queue.resync_pending:
+            return
+        self._start_writer()  # the rest of a partial write, a close, a resync, or no direct path
 
     def _start_writer(self) -> None:
         self._writing = True
@@ -230,6 +247,7 @@ class ConnectionHost(Protocol):
     """What a connection needs of the daemon that accepted it."""
 
     hub: Hub
+    flusher: Flusher
 
     @property
     def server_config(self) -> ServerConfig:
@@ -277,7 +295,7 @@ async def serve_stream(stream: trio.abc.Stream, host: ConnectionHost) -> None:
         expires_in = None if identity.expires_at is None else identity.expires_at - time.time()
         async with trio.open_nursery() as nursery:
             connection = ClientConnection(
-                hub, WebSocketTransport(gate, request.trailing_data), nursery, config.close_timeout, ip,
+                hub, WebSocketTransport(gate, request.trailing_data), nursery, host.flusher, config.close_timeout, ip,
                 max_message_bytes=config.max_message_bytes, allowed_topics=identity.topics, expires_in=expires_in,
             )
             del request, identity  # the handshake (headers, credentials) is not kept for the connection's life

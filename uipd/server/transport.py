@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 import wsproto
@@ -29,6 +29,9 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Event, Pong
 
 PINNED_WSPROTO = "1.3.2"
+
+IOV_MAX = 1024
+"""Buffers one writev may take (Linux)."""
 
 RECEIVE_BYTES = 16 * 1024
 """Bytes asked of the socket per read: client messages are small, and a smaller read is a
@@ -50,8 +53,9 @@ class WriteGate:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self._lock = trio.StrictFIFOLock()
-        self._pending: memoryview | bytes = b""
-        """Bytes of a frame the fast path could write only in part; written before anything else."""
+        self._pending: Sequence[bytes | memoryview] = ()
+        """What the fast path could not write (the rest of a frame, the frames after it):
+        written before anything else."""
         self._broken = False
         self._closed = False
         """Set by ``aclose``: the descriptor number may already belong to another connection."""
@@ -67,19 +71,34 @@ class WriteGate:
         """True when no other write is under way, so ``write_now`` may be used."""
         return self._fd is not None and not self._lock.locked() and not self._pending and not self._broken and not self._closed
 
-    def write_now(self, data: bytes) -> None:
-        """Write ``data`` without blocking (only when ``direct_write_possible``).  What the kernel
-        does not take now is kept and written first by the next ``send_all`` (``needs_flush``)."""
+    def write_now(self, frames: list[bytes]) -> None:
+        """Write ``frames`` with one system call, without blocking (only when
+        ``direct_write_possible``).  What the kernel does not take now is kept and written first
+        by the next ``send_all`` (``needs_flush``)."""
         assert self._fd is not None
+        if len(frames) > IOV_MAX:
+            frames, rest = frames[:IOV_MAX], frames[IOV_MAX:]
+        else:
+            rest = []
         try:
-            n = os.write(self._fd, data)
+            n = os.write(self._fd, frames[0]) if len(frames) == 1 else os.writev(self._fd, frames)
         except BlockingIOError:
             n = 0
         except OSError:  # reset, broken pipe: the next send_all reports it
             self._broken = True
             return
-        if n < len(data):
-            self._pending = memoryview(data)[n:]  # no copy of a large snapshot's remainder
+        if not rest and n == (len(frames[0]) if len(frames) == 1 else sum(map(len, frames))):
+            return  # the common case: the kernel took everything
+        pending: list[bytes | memoryview] = []
+        for frame in frames:
+            if n >= len(frame):
+                n -= len(frame)
+            elif n:
+                pending.append(memoryview(frame)[n:])  # no copy of a large snapshot's remainder
+                n = 0
+            else:
+                pending.append(frame)
+        self._pending = pending + rest
 
     @property
     def needs_flush(self) -> bool:
@@ -103,8 +122,9 @@ class WriteGate:
         if self._broken:
             raise trio.BrokenResourceError("the connection broke during a direct write")
         if self._pending:
-            pending, self._pending = self._pending, b""
-            await self.stream.send_all(pending)
+            pending, self._pending = self._pending, ()
+            for part in pending:
+                await self.stream.send_all(part)
         if data:
             await self.stream.send_all(data)
 

@@ -1,0 +1,45 @@
+"""The fan-out's write pass: one task writes every client's new frames, once per scheduler round.
+
+A publish only appends its (shared, pre-framed) frame to each recipient's queue and marks the
+client due.  The flusher runs after the tasks that were ready with it, so when publishes come
+faster than one round, each client gets all of its new frames in one ``writev``: the system call
+per delivery (most of a delivery's cost) is shared by every frame written with it.  A client
+whose socket takes only part of them gets a writer task of its own until it has caught up.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from uipd.server.connection import ClientConnection
+
+
+class Flusher:
+    __slots__ = ("_due", "_wakeup", "rounds", "flushed")
+
+    def __init__(self) -> None:
+        self._due: list[ClientConnection] = []
+        self._wakeup = trio.Event()
+        self.rounds = 0
+        """Write passes made (with ``flushed``: how many clients a pass serves on average)."""
+        self.flushed = 0
+
+    def schedule(self, connection: ClientConnection) -> None:
+        """Called synchronously (by the fan-out, through the connection) when a client has new frames."""
+        if not self._due:
+            self._wakeup.set()
+        self._due.append(connection)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            due, self._due = self._due, []
+            self.rounds += 1
+            self.flushed += len(due)
+            for connection in due:
+                connection.flush()
