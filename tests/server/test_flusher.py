@@ -1,0 +1,53 @@
+"""The flusher: frames queued in one scheduler round reach each client in one write pass, in order."""
+
+import trio
+import trio.testing
+
+from tests.conftest import connect
+from tests.wsclient import RawClient
+from uipd.core.publish import from_api_body
+from uipd.server.clock import now
+
+
+async def test_publishes_of_one_round_are_written_in_one_pass_and_in_order(daemon_factory):
+    async with daemon_factory({"heartbeat": {"interval": 3600, "timeout": 7200}}) as daemon:  # no pings in between
+        await _one_pass(daemon)
+
+
+async def _one_pass(daemon):
+    clients = [await connect(daemon) for _ in range(3)]
+    for client in clients:
+        await client.send_json({"action": "subscribe", "topics": ["accidents"]})
+        assert (await client.recv_json())["type"] == "SUBSCRIBED"
+    await trio.testing.wait_all_tasks_blocked()
+    rounds = daemon.flusher.rounds
+    for n in range(1, 21):  # no checkpoint in between: one scheduler round
+        daemon.hub.publish(from_api_body({"topic": "accidents", "data": [{"id": "a", "n": n}]}, broadcast=False), now())
+    for client in clients:
+        got = [(await client.recv_json())["data"][0]["n"] for _ in range(20)]
+        assert got == list(range(1, 21))
+    assert daemon.flusher.rounds == rounds + 1  # twenty messages, three clients: one pass
+
+
+async def test_frames_sent_right_behind_the_handshake_are_read(daemon):
+    """A client may send its first frames without waiting for the 101 (they arrive in the same
+    packet as the request)."""
+    import wsproto
+    from wsproto.events import Request, TextMessage
+
+    ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    request = ws.send(Request(host="127.0.0.1", target="/"))
+    # the frame as the client would send it once open: build it on a second, already open connection
+    probe = await RawClient.connect(daemon.ws_port)
+    frame = probe.ws.send(TextMessage('{"action":"ping"}'))
+    await probe.aclose()
+    stream = await trio.open_tcp_stream("127.0.0.1", daemon.ws_port)
+    await stream.send_all(request + frame)
+    received = b""
+    with trio.fail_after(5):
+        while b'"PONG"' not in received:
+            chunk = await stream.receive_some(65536)
+            assert chunk, received
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 101")
+    await stream.aclose()
