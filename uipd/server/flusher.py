@@ -9,12 +9,15 @@ whose socket takes only part of them gets a writer task of its own until it has 
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import trio
 
 if TYPE_CHECKING:
     from uipd.server.connection import ClientConnection
+
+log = logging.getLogger(__name__)
 
 
 class Flusher:
@@ -42,4 +45,8 @@ class Flusher:
             self.rounds += 1
             self.flushed += len(due)
             for connection in due:
-                connection.flush()
+                try:
+                    connection.flush()
+                except Exception:  # a bug in one connection's write ends that connection, not the pass
+                    log.exception("client %s: write failed; dropping it", connection.session.id)
+                    connection.abort()
