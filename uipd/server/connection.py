@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-import secrets
+import random
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_MESSAGE_TOO_BIG = 1009
+
+_client_ids = random.Random()  # seeded from os.urandom; ids name clients, they grant nothing
+"""Client ids: a system call per connection (``secrets``) showed in the profile of a connection storm."""
 
 # How peers break connections: a reset, a protocol error, a close race.
 _EXPECTED = (trio.BrokenResourceError, trio.ClosedResourceError, TransportClosed, ProtocolError, OSError)
@@ -83,7 +86,7 @@ class ClientConnection:
         """Waiting for the flusher's next pass."""
         self._write_scope: trio.CancelScope | None = None
         self.session: Session = hub.connect(
-            secrets.token_hex(8), now(), self._wake, allowed_topics=allowed_topics, expires_in=expires_in
+            "%016x" % _client_ids.getrandbits(64), now(), self._wake, allowed_topics=allowed_topics, expires_in=expires_in
         )
 
     def _wake(self) -> None:
@@ -290,15 +293,15 @@ async def serve_stream(stream: trio.abc.Stream, host: ConnectionHost) -> None:
             hub.counters.handshake_timeouts += 1
         if accepted is None:
             return
-        request, identity = accepted
+        request, identity, protocol = accepted
         del accepted
         expires_in = None if identity.expires_at is None else identity.expires_at - time.time()
         async with trio.open_nursery() as nursery:
             connection = ClientConnection(
-                hub, WebSocketTransport(gate, request.trailing_data), nursery, host.flusher, config.close_timeout, ip,
+                hub, WebSocketTransport(gate, protocol, request.trailing_data), nursery, host.flusher, config.close_timeout, ip,
                 max_message_bytes=config.max_message_bytes, allowed_topics=identity.topics, expires_in=expires_in,
             )
-            del request, identity  # the handshake (headers, credentials) is not kept for the connection's life
+            del request, identity, protocol  # the handshake (headers, credentials) is not kept for the connection's life
             unregister = host.register(connection)
             try:
                 await connection.run()

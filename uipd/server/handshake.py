@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from attrs import frozen
-from wsproto.connection import ConnectionType
+from wsproto.connection import Connection, ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
@@ -38,10 +38,12 @@ class UpgradeRequest:
 Admitted = TypeVar("Admitted")
 
 
-async def open_handshake(gate: WriteGate, decide: Callable[[UpgradeRequest], Refusal | Admitted]) -> tuple[UpgradeRequest, Admitted] | None:
-    """Run the handshake on ``gate``: the request and what ``decide`` said of it when accepted,
-    None when the client was refused (the refusal is written) or went away.  The caller bounds
-    the time it may take."""
+async def open_handshake(
+    gate: WriteGate, decide: Callable[[UpgradeRequest], Refusal | Admitted]
+) -> tuple[UpgradeRequest, Admitted, Connection] | None:
+    """Run the handshake on ``gate``: when accepted, the request, what ``decide`` said of it, and
+    wsproto's frame layer for the open connection; None when the client was refused (the refusal
+    is written) or went away.  The caller bounds the time it may take."""
     handshake = H11Handshake(ConnectionType.SERVER)
     raw = bytearray()
     while True:
@@ -75,12 +77,14 @@ async def open_handshake(gate: WriteGate, decide: Callable[[UpgradeRequest], Ref
     if isinstance(decision, Refusal):
         await _refuse(gate, handshake, decision.status, decision.body)
         return None
-    await gate.send_all(handshake.send(AcceptConnection()))
-    return upgrade, decision
+    await gate.send(handshake.send(AcceptConnection()))
+    connection = handshake.connection
+    assert connection is not None  # set by the accept
+    return upgrade, decision, connection
 
 
 async def _refuse(gate: WriteGate, handshake: H11Handshake, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     headers = [*(headers or []), (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
     data = handshake.send(RejectConnection(status_code=status, headers=headers, has_body=True))
     data += handshake.send(RejectData(data=body, body_finished=True))
-    await gate.send_all(data)
+    await gate.send(data)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 import trio
 import wsproto
-from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import CloseConnection, Event, Pong
 
 PINNED_WSPROTO = "1.3.2"
@@ -106,6 +106,16 @@ class WriteGate:
 
     # -- the waiting path -------------------------------------------------------------------------
 
+    async def send(self, data: bytes) -> None:
+        """``send_all`` that takes the synchronous fast path when nothing else is being written
+        (the handshake's answer: no lock, no task switch)."""
+        if self.direct_write_possible:
+            self.write_now([data])
+            if not self.needs_flush:
+                return
+            data = b""
+        await self.send_all(data)
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         async with self._lock:
             await self._send_locked(data)
@@ -167,9 +177,9 @@ class WebSocketTransport:
 
     __slots__ = ("gate", "_protocol", "_trailing_data", "close_sent", "peer_close")
 
-    def __init__(self, gate: WriteGate, trailing_data: bytes = b"") -> None:
+    def __init__(self, gate: WriteGate, protocol: Connection, trailing_data: bytes = b"") -> None:
         self.gate = gate
-        self._protocol = Connection(ConnectionType.SERVER)
+        self._protocol = protocol
         # wsproto keeps a deque (~600 bytes) for events it makes up itself; it is only used by
         # receive_data(None), which is never called here: an empty tuple reads the same.
         self._protocol._events = _NO_EVENTS  # type: ignore[assignment]
