@@ -88,6 +88,11 @@ class DaemonCollector(Collector):
             metric.add_metric([""], max(0, total - counted))
             yield metric
 
+        f = d.flusher
+        yield CounterMetricFamily("uipd_write_passes", "Passes of the flusher, which writes every client's new frames once per scheduler round.", value=f.rounds)
+        yield CounterMetricFamily("uipd_direct_writes", "Writes of a client's new frames straight to its socket (one writev each).", value=f.writes)
+        yield CounterMetricFamily("uipd_direct_write_frames", "Frames in those writes (frames per write: how many messages share a system call).", value=f.frames_written)
+        yield CounterMetricFamily("uipd_writer_tasks_started", "Writer tasks started for clients whose socket was full or that had a close or resync due.", value=f.writer_starts)
         yield CounterMetricFamily("uipd_heartbeat_drops", "Clients dropped for missing pongs past the heartbeat timeout.", value=c.heartbeat_drops)
         yield CounterMetricFamily("uipd_client_errors", "ERROR replies sent to clients (bad requests, unknown topics, rate limiting).", value=c.client_errors)
         yield CounterMetricFamily("uipd_rate_limit_closes", "Clients closed 1008 for exceeding the message rate limit.", value=c.rate_limit_closes)
@@ -150,7 +155,7 @@ class Metrics:
         self.registry.register(DaemonCollector(daemon))
         self.publish_seconds = Histogram(
             "uipd_publish_seconds",
-            "Time of one publish in the hub: state update, encoding, and the fan-out to every recipient's queue or socket.",
+            "Time of one publish in the hub: state update, encoding, and queueing the frame for every recipient (the writes follow in the next write pass).",
             buckets=PUBLISH_SECONDS_BUCKETS,
             registry=self.registry,
         )

@@ -74,6 +74,11 @@ async def test_metrics_move_with_clients_and_messages(daemon_factory):
         assert metric(m, "uipd_topic_entities", topic="accidents") == 3
         assert metric(m, "uipd_publish_seconds_count") == 5
         assert metric(m, "uipd_publish_seconds_sum") > 0
+        # the write path: every delivery above went out in direct writes (nothing filled a socket)
+        assert metric(m, "uipd_write_passes_total") >= 1
+        assert metric(m, "uipd_direct_writes_total") >= 1
+        assert metric(m, "uipd_direct_write_frames_total") >= metric(m, "uipd_direct_writes_total")
+        assert metric(m, "uipd_direct_write_frames_total") >= 2 * 2 + 6  # connection + SNAPSHOT each, the deliveries
         # labels only for configured topics: the refused "nope" left no series
         assert not any(dict(labels).get("topic") == "nope" for _, labels in m)
 

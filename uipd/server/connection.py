@@ -114,6 +114,9 @@ class ClientConnection:
             if frames:
                 gate = self.transport.gate
                 gate.write_now(frames)
+                flusher = self.flusher
+                flusher.writes += 1
+                flusher.frames_written += len(frames)
                 if not gate.needs_flush:
                     queue.written()
                     return
@@ -122,6 +125,7 @@ class ClientConnection:
         self._start_writer()  # the rest of a partial write, a close, a resync, or no direct path
 
     def _start_writer(self) -> None:
+        self.flusher.writer_starts += 1
         self._writing = True
         try:
             self.nursery.start_soon(self._write_loop)

@@ -21,14 +21,22 @@ log = logging.getLogger(__name__)
 
 
 class Flusher:
-    __slots__ = ("_due", "_wakeup", "rounds", "flushed")
+    __slots__ = ("_due", "_wakeup", "rounds", "flushed", "writes", "frames_written", "writer_starts")
 
     def __init__(self) -> None:
         self._due: list[ClientConnection] = []
         self._wakeup = trio.Event()
+        # Read by /metrics (uipd.metrics); each moves once per pass or per client write, never per frame.
         self.rounds = 0
-        """Write passes made (with ``flushed``: how many clients a pass serves on average)."""
+        """Write passes made."""
         self.flushed = 0
+        """Clients visited by the passes."""
+        self.writes = 0
+        """Direct writes (one ``writev`` each)."""
+        self.frames_written = 0
+        """Frames in those writes: frames per write is how much a system call is shared."""
+        self.writer_starts = 0
+        """Writer tasks started: a client's socket was full, or a close or resync was due."""
 
     def schedule(self, connection: ClientConnection) -> None:
         """Called synchronously (by the fan-out, through the connection) when a client has new frames."""
