@@ -68,7 +68,8 @@ class ServerConfig:
     handshake_timeout: float = field(default=10.0, validator=_positive)
     """Seconds a client may take to complete the opening handshake."""
     close_timeout: float = field(default=2.0, validator=_positive)
-    """Seconds to wait for a client's close frame before the TCP connection is dropped."""
+    """Seconds to wait for a client's close frame, and for each write to a client being closed,
+    before the TCP connection is dropped."""
     rate_limit: float = field(default=100.0, validator=_non_negative)
     """Client messages per second (token bucket); 0 turns the limit off."""
     rate_burst: int = field(default=200, validator=_positive)

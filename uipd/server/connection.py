@@ -96,10 +96,9 @@ class ClientConnection:
                 self._due = True
                 self.flusher.schedule(self)
             return
-        closing = self.session.outbound.closing
-        if self._write_scope is not None and closing is not None and not closing.flush:
-            # A client closed as a slow consumer gets a little time to take the frame in flight,
-            # so its close frame can follow; past that its TCP connection is dropped.
+        if self._write_scope is not None and self.session.outbound.closing is not None:
+            # A client being closed gets close_timeout to take the frame in flight, so that its
+            # close frame can follow; past that its TCP connection is dropped.
             self._write_scope.deadline = min(self._write_scope.deadline, trio.current_time() + self.close_timeout)
 
     def flush(self) -> None:
@@ -134,6 +133,20 @@ class ClientConnection:
 
     def abort(self) -> None:
         self.nursery.cancel_scope.cancel()
+
+    def finish(self) -> None:
+        """The receive side is over (the peer's close, its EOF, the close handshake done).  A
+        close frame still due, or still being written, is given close_timeout to go out (the
+        peer's close may have crossed ours, or it half-closed right after its close frame);
+        anything else the writer was doing is dropped."""
+        transport = self.transport
+        if self.session.outbound.closing is None or transport.close_sent or transport.gate.broken:
+            self.abort()
+            return
+        scope = self.nursery.cancel_scope
+        scope.deadline = min(scope.deadline, trio.current_time() + self.close_timeout)
+        if not self._writing:
+            self._start_writer()
 
     async def run(self) -> None:
         """The receive loop, until the close handshake is done or the connection breaks."""
@@ -175,8 +188,8 @@ class ClientConnection:
                             fragment_bytes = 0
                             hub.receive(session, text, now())
                     elif isinstance(event, BytesMessage):
-                        if event.message_finished:
-                            outbound.request_close(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", flush=True)
+                        # At its first bytes: a binary message is never read to its end.
+                        outbound.request_close(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", flush=True)
                     elif isinstance(event, Ping):
                         if transport.open:
                             hub.reply(session, transport.pong_frame(event.payload))
@@ -184,7 +197,7 @@ class ClientConnection:
                         hub.pong(session, time.monotonic())
                     elif isinstance(event, CloseConnection):
                         if transport.violation:
-                            # A frame broke RFC 6455: say why (1002/1007), read no further frames.
+                            # A frame broke RFC 6455: say why (1002/1007), parse nothing more.
                             outbound.request_close(event.code, event.reason or "protocol error", flush=False)
                             await self._discard_until_closed()
                             return
@@ -210,8 +223,9 @@ class ClientConnection:
             while True:
                 frames = queue.take()
                 if frames or transport.gate.needs_flush:
-                    closing = queue.closing
-                    deadline = trio.current_time() + self.close_timeout if closing is not None and not closing.flush else math.inf
+                    # Once a close is due, every write must end within close_timeout: a client
+                    # that stopped reading is dropped then, whatever the close.
+                    deadline = math.inf if queue.closing is None else trio.current_time() + self.close_timeout
                     with trio.CancelScope(deadline=deadline) as self._write_scope:
                         try:
                             await transport.write(b"".join(frames))
@@ -241,7 +255,11 @@ class ClientConnection:
         with trio.move_on_after(self.close_timeout) as scope:
             try:
                 await transport.close(code, reason)
-            except TransportClosed:
+                if transport.violation:
+                    # The peer's close frame could not be parsed any more: end our side of the
+                    # TCP connection instead, so a client that got our close frame closes at once.
+                    await transport.gate.send_eof()
+            except (TransportClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                 scope.cancel()
         if scope.cancelled_caught or transport.closed:
             self.abort()  # done (or broken): the server closes the TCP connection first
@@ -312,7 +330,7 @@ async def serve_stream(stream: trio.abc.Stream, host: ConnectionHost) -> None:
             finally:
                 unregister()
                 hub.counters.count_close(connection.session.outbound.closing, connection.transport.peer_close)
-            nursery.cancel_scope.cancel()  # a writer still at work: the connection is over
+            connection.finish()
     # One broken connection must never affect the others: whatever escapes is logged here.
     except* _EXPECTED as group:
         log.debug("connection ended: %r", group.exceptions)

@@ -21,7 +21,7 @@ from uipd.core.admission import Refusal
 from uipd.server.transport import WriteGate
 
 MAX_REQUEST_BYTES = 16 * 1024
-"""h11's own bound for a request head: a longer one is refused with 400."""
+"""A longer request head is refused with 400 (h11's own bound for a head)."""
 
 
 @frozen
@@ -64,6 +64,9 @@ async def open_handshake(
             await _refuse(gate, handshake, 400, b"bad request\n")
             return None
     head, _, trailing = bytes(raw).lstrip(b"\r\n").partition(b"\r\n\r\n")
+    if len(head) > MAX_REQUEST_BYTES:  # h11 bounds only a head still incomplete after a read
+        await _refuse(gate, handshake, 400, b"bad request\n")
+        return None
     if not head.split(b"\r\n", 1)[0].endswith(b" HTTP/1.1"):
         # RFC 6455 4.1: the upgrade is an HTTP/1.1 request (h11 also parses 1.0).
         await _refuse(gate, handshake, 400, b"bad request\n")

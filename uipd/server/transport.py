@@ -104,6 +104,11 @@ class WriteGate:
     def needs_flush(self) -> bool:
         return bool(self._pending) or self._broken
 
+    @property
+    def broken(self) -> bool:
+        """A direct write found the connection reset: nothing more can be written."""
+        return self._broken
+
     # -- the waiting path -------------------------------------------------------------------------
 
     async def send(self, data: bytes) -> None:
@@ -162,6 +167,13 @@ class WriteGate:
             await trio.lowlevel.checkpoint()  # a client that keeps sending must not starve the others
             return data
 
+    async def send_eof(self) -> None:
+        """Shut down our sending side, where the stream can (TCP; not TLS)."""
+        send_eof = getattr(self.stream, "send_eof", None)
+        if send_eof is not None and not self._closed:
+            async with self._lock:
+                await send_eof()
+
     async def aclose(self) -> None:
         self._closed = True
         await self.stream.aclose()
@@ -175,7 +187,7 @@ class WebSocketTransport:
     close frame of ours is out (``close_sent``), every further write is refused.
     """
 
-    __slots__ = ("gate", "_protocol", "_trailing_data", "close_sent", "peer_close")
+    __slots__ = ("gate", "_protocol", "_trailing_data", "close_sent", "peer_close", "violation")
 
     def __init__(self, gate: WriteGate, protocol: Connection, trailing_data: bytes = b"") -> None:
         self.gate = gate
@@ -188,6 +200,8 @@ class WebSocketTransport:
         self.close_sent = False
         self.peer_close: CloseConnection | None = None
         """The peer's close frame, once it arrived (its code is counted in the metrics)."""
+        self.violation = False
+        """A frame broke RFC 6455: nothing after it can be parsed."""
 
     # -- receiving --------------------------------------------------------------------------------
 
@@ -200,24 +214,23 @@ class WebSocketTransport:
         """The events decoded from bytes the peer sent.
 
         A frame that breaks the protocol (bad opcode, unmasked, invalid UTF-8, ...) comes back as
-        a ``CloseConnection`` with its 1002/1007 code while the connection is still OPEN: see
-        :attr:`violation`."""
+        a ``CloseConnection`` with its 1002/1007 code that wsproto made up, leaving its state as
+        it was: it sets :attr:`violation`.  A close frame the peer really sent moves the state on."""
         protocol = self._protocol
         protocol.receive_data(data)
-        events = list(protocol.events())
-        for event in events:
-            if isinstance(event, CloseConnection) and protocol.state is not ConnectionState.OPEN:
-                self.peer_close = event
-        return events
-
-    @property
-    def violation(self) -> bool:
-        """True when the last ``CloseConnection`` came from wsproto's parser, not from the peer."""
-        return self.peer_close is None and self._protocol.state is ConnectionState.OPEN
-
-    @property
-    def peer_closed(self) -> bool:
-        return self.peer_close is not None
+        events = []
+        decoded = protocol.events()
+        while True:
+            before = protocol.state
+            event = next(decoded, None)
+            if event is None:
+                return events
+            if isinstance(event, CloseConnection):
+                if protocol.state is before:
+                    self.violation = True  # wsproto parses nothing more after this
+                else:
+                    self.peer_close = event
+            events.append(event)
 
     @property
     def open(self) -> bool:
