@@ -51,3 +51,31 @@ async def test_frames_sent_right_behind_the_handshake_are_read(daemon):
             received += chunk
     assert received.startswith(b"HTTP/1.1 101")
     await stream.aclose()
+
+
+async def test_a_connection_whose_write_fails_is_dropped_and_the_others_are_served(daemon, monkeypatch):
+    """A bug in one connection's write (here: an exception from its flush) ends that connection
+    only: the flusher's pass goes on and the daemon keeps serving."""
+    from uipd.server.connection import ClientConnection
+
+    broken, healthy = await connect(daemon), await connect(daemon)
+    for client in (broken, healthy):
+        await client.send_json({"action": "subscribe", "topics": ["accidents"]})
+        assert (await client.recv_json())["type"] == "SUBSCRIBED"
+    broken_id = next(iter(daemon.connections))
+    flush = ClientConnection.flush
+
+    def failing_flush(self):
+        if self.session.id == broken_id:
+            raise RuntimeError("a bug in one connection's write")
+        flush(self)
+
+    monkeypatch.setattr(ClientConnection, "flush", failing_flush)
+    daemon.hub.publish(from_api_body({"topic": "accidents", "data": [{"id": "a", "n": 1}]}, broadcast=False), now())
+    assert (await healthy.recv_json())["data"][0]["n"] == 1
+    assert await broken.expect_close(timeout=5) in (None, 1006)
+    with trio.fail_after(5):
+        while broken_id in daemon.connections:
+            await trio.sleep(0.01)
+    await healthy.send_json({"action": "ping"})
+    assert (await healthy.recv_json())["type"] == "PONG"

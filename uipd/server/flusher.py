@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class Flusher:
-    __slots__ = ("_due", "_wakeup", "rounds", "flushed", "writes", "frames_written", "writer_starts")
+    __slots__ = ("_due", "_wakeup", "rounds", "writes", "frames_written", "writer_starts")
 
     def __init__(self) -> None:
         self._due: list[ClientConnection] = []
@@ -29,8 +29,6 @@ class Flusher:
         # Read by /metrics (uipd.metrics); each moves once per pass or per client write, never per frame.
         self.rounds = 0
         """Write passes made."""
-        self.flushed = 0
-        """Clients visited by the passes."""
         self.writes = 0
         """Direct writes (one ``writev`` each)."""
         self.frames_written = 0
@@ -51,7 +49,6 @@ class Flusher:
             self._wakeup = trio.Event()
             due, self._due = self._due, []
             self.rounds += 1
-            self.flushed += len(due)
             for connection in due:
                 try:
                     connection.flush()

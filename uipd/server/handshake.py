@@ -52,7 +52,7 @@ async def open_handshake(
             return None
         raw += data
         try:
-            handshake.receive_data(bytes(data))
+            handshake.receive_data(data)
             request = next((e for e in handshake.events() if isinstance(e, Request)), None)
         except RemoteProtocolError as exc:  # not a WebSocket upgrade: wsproto says which status
             hint = exc.event_hint if isinstance(exc.event_hint, RejectConnection) else RejectConnection()

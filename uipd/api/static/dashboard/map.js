@@ -24,6 +24,14 @@ function latLng(location) {
   return Number.isFinite(lat) && Number.isFinite(lng) ? project(lat, lng) : null;
 }
 
+// Puts a circle at an entity's location; false when it has none.
+function placeCircle(node, location) {
+  const p = latLng(location);
+  if (!p) return false;
+  node.setAttribute('cx', p[0]); node.setAttribute('cy', p[1]);
+  return true;
+}
+
 // How each topic is drawn: create() once per entity, update() on every change of it.
 const LAYERS = {
   patterns: {
@@ -41,9 +49,7 @@ const LAYERS = {
   airQuality: {
     create: (g) => el('circle', { class: 'aq' }, g),
     update(node, e) {
-      const p = latLng(e.location);
-      if (!p) return false;
-      node.setAttribute('cx', p[0]); node.setAttribute('cy', p[1]);
+      if (!placeCircle(node, e.location)) return false;
       // Worse air is drawn larger so that an episode reads as a spreading stain.
       node.setAttribute('r', (5 + Math.min(300, e.aqi ?? 0) / 25).toFixed(1));
       node.setAttribute('fill', e.colorCode ?? '#64748b');
@@ -53,9 +59,7 @@ const LAYERS = {
   congestion: {
     create: (g) => el('circle', { class: 'jam', r: 7 }, g),
     update(node, e) {
-      const p = latLng(e.location);
-      if (!p) return false;
-      node.setAttribute('cx', p[0]); node.setAttribute('cy', p[1]);
+      if (!placeCircle(node, e.location)) return false;
       node.classList.toggle('on', !!e.congested);
       return true;
     },
@@ -63,9 +67,7 @@ const LAYERS = {
   cameras: {
     create: (g) => el('circle', { class: 'cam', r: 2.6 }, g),
     update(node, e) {
-      const p = latLng(e.location);
-      if (!p) return false;
-      node.setAttribute('cx', p[0]); node.setAttribute('cy', p[1]);
+      if (!placeCircle(node, e.location)) return false;
       node.classList.toggle('offline', e.status !== 'online');
       return true;
     },
