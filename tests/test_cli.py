@@ -1,13 +1,17 @@
 """The real ``uipd`` console script as a process: run the default config, check-config, plugins."""
 
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
+import pytest
 import trio
 
+from tests.operating.support import wait_ready
 from tests.wsclient import RawClient
 from uipd.testing import free_port
 
@@ -91,3 +95,114 @@ async def test_default_config_serves_live_simulated_city_and_stops_on_sigterm():
         stderr = proc.stderr.read()
     assert f"ws://127.0.0.1:{port}" in stderr
     assert "source city (plugin sim) starting" in stderr
+
+
+# -- exits: one line, a code that says whose fault it is, no traceback ---------------------------
+
+
+def one_line(stderr: str) -> str:
+    """The stderr of a failed command: exactly one line and no traceback."""
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr and len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_check_config_catches_what_the_config_means(tmp_path):
+    bad = tmp_path / "bad.toml"
+    for text, message in [
+        # passed before, then every client got 101 + 1006 and the daemon died on a heartbeat
+        ('[server]\ndefault_topics = ["cameraz"]\n[sources.city]\nplugin = "sim"\n',
+         "server.default_topics[0]: unknown topic 'cameraz'; known topics: all, cameras, weather"),
+        ("[server]\npaths = []\n", "server: paths must list at least one path"),
+        (f'[auth]\nmode = "jwt"\njwt_algorithm = "RS256"\njwt_key_file = "{bad}"\n', "auth.jwt_key_file: expected an RSA public key (PEM)"),
+        ('[auth]\nmode = "token"\n', 'auth.tokens: mode = "token" needs tokens'),
+    ]:
+        bad.write_text(text)
+        r = run_cli("check-config", str(bad))
+        assert r.returncode == 2
+        assert one_line(r.stderr).startswith(f"uipd: config error: {bad}: {message}")
+
+
+def test_usage_errors_are_one_line_and_exit_2():
+    r = run_cli("run", "--no-such-flag")
+    assert r.returncode == 2
+    assert one_line(r.stderr) == "uipd: unrecognized arguments: --no-such-flag (see uipd --help)"
+    r = run_cli("frobnicate")
+    assert r.returncode == 2 and one_line(r.stderr).startswith("uipd: argument command: invalid choice: 'frobnicate'")
+
+
+def _config(tmp_path, ws_port, api_port, extra=""):
+    path = tmp_path / "u.toml"
+    path.write_text(f'[server]\nhost = "127.0.0.1"\nport = {ws_port}\n[api]\nport = {api_port}\n{extra}')
+    return path
+
+
+@pytest.mark.parametrize("which", ["ws", "api"])
+def test_a_port_in_use_is_one_line_and_exit_1(tmp_path, which):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ws, api = (busy, 0) if which == "ws" else (0, busy)
+        r = run_cli("run", "-c", str(_config(tmp_path, ws, api)))
+        listener = "WebSocket listener" if which == "ws" else "HTTP API listener"
+        assert r.returncode == 1, r.stderr
+        assert "Traceback" not in r.stderr and "Exception Group" not in r.stderr
+        errors = [line for line in r.stderr.splitlines() if "ERROR" in line or "CRITICAL" in line]
+        assert len(errors) == 1 and f"cannot serve: [Errno 98] {listener} 127.0.0.1:{busy}: Address already in use" in errors[0], r.stderr
+        # with [log] level = "debug" the traceback is there, for whoever debugs
+        r = run_cli("run", "-c", str(_config(tmp_path, ws, api, '[log]\nlevel = "debug"\n')))
+        assert r.returncode == 1 and "Traceback" in r.stderr
+
+
+def test_an_unreadable_tls_file_is_a_start_failure(tmp_path):
+    # a directory where the key should be: unreadable for anyone (root included), exit 1, one line
+    extra = f'tls_cert = "{tmp_path}"\ntls_key = "{tmp_path}"\n'
+    path = tmp_path / "u.toml"
+    path.write_text(f'[server]\nhost = "127.0.0.1"\nport = 0\n{extra}[api]\nport = 0\n')
+    r = run_cli("run", "-c", str(path))
+    assert r.returncode == 1
+    assert one_line(r.stderr) == f"uipd: cannot start: {path}: server.tls_cert: cannot read {tmp_path}: Is a directory"
+    r = run_cli("check-config", str(path))  # the check names it too; there everything is exit 2
+    assert r.returncode == 2 and "server.tls_cert: cannot read" in one_line(r.stderr)
+
+
+def test_an_address_the_host_does_not_have_is_one_line_and_exit_1(tmp_path):
+    # like EACCES on a privileged port (not testable as root, which these tests run as): an OSError
+    # from the bind, reported with the listener and the address
+    path = tmp_path / "u.toml"
+    path.write_text('[server]\nhost = "192.0.2.1"\nport = 5000\n[api]\nport = 0\n')
+    r = run_cli("run", "-c", str(path))
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "cannot serve: [Errno 99] WebSocket listener 192.0.2.1:5000: Cannot assign requested address" in r.stderr
+
+
+def test_a_second_sigterm_exits_130_without_a_traceback(tmp_path):
+    ws, api = free_port(), free_port()
+    # a long drain: a client that never answers the close keeps it going for close_timeout
+    path = tmp_path / "u.toml"
+    path.write_text(f'[server]\nhost = "127.0.0.1"\nport = {ws}\ndrain_timeout = 30.0\nclose_timeout = 20.0\n[api]\nport = {api}\n')
+    proc = subprocess.Popen([UIPD, "run", "-c", str(path)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_ready(f"http://127.0.0.1:{api}")
+        deadline = time.monotonic() + 20
+        silent = socket.create_connection(("127.0.0.1", ws), timeout=5)
+        silent.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        assert silent.recv(4096).startswith(b"HTTP/1.1 101")
+        proc.send_signal(signal.SIGTERM)
+        while httpx.get(f"http://127.0.0.1:{api}/readyz", timeout=2).json().get("shutting_down") is not True:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 130
+        assert time.monotonic() - t0 < 5  # at once, not after the drain
+        silent.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stderr = proc.stderr.read()
+    assert "second SIGTERM: stopping now" in stderr
+    assert "Traceback" not in stderr, stderr

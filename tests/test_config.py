@@ -25,6 +25,7 @@ def test_defaults_match_the_protocol():
         ({"server": {"port": 5000.0}}, r"server\.port: expected an integer, got a number"),
         ({"server": {"prot": 1}}, r"server: unknown key 'prot'"),
         ({"server": {"paths": "/"}}, r"server\.paths: expected an array, got a string"),
+        ({"server": {"paths": []}}, r"server: paths must list at least one path"),  # was an IndexError later
         ({"server": {"topics": ["a", 1]}}, r"server\.topics\[1\]: expected a string"),
         ({"server": {"slow_consumer": "drop"}}, r"server\.slow_consumer: expected one of 'resync', 'disconnect'"),
         ({"server": {"port": 70000}}, r"server: port must be a port number"),

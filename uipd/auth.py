@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import jwt
 from attrs import frozen
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from jwt.algorithms import get_default_algorithms
 
-from uipd.config import AuthConfig, ConfigError
+from uipd.config import AuthConfig, ConfigError, read_named_file
 
 
 @frozen
@@ -71,7 +72,8 @@ class TokenAuth:
 
 
 class JwtAuth:
-    def __init__(self, key: str, algorithm: str, leeway: float, audience: str, issuer: str) -> None:
+    def __init__(self, key: Any, algorithm: str, leeway: float, audience: str, issuer: str) -> None:
+        """``key``: the parsed key (see :func:`make_authenticator`), not parsed again per handshake."""
         self._key = key
         self._algorithm = algorithm
         self._leeway = leeway
@@ -103,26 +105,34 @@ class JwtAuth:
         )
 
 
-def _read(path: str, what: str) -> str:
+def _jwt_key(config: AuthConfig, file: str) -> Any:
+    """The JWT verification key, parsed now: a key that cannot verify anything is a config error
+    at load time, not an HTTP 401 for every client (logged per handshake at info)."""
+    key_name = "auth.jwt_key_file" if config.jwt_key_file else "auth.jwt_key"
+    key = read_named_file(config.jwt_key_file, file=file, key=key_name) if config.jwt_key_file else config.jwt_key
+    if not key.strip():
+        raise ConfigError(f'{file}: {key_name}: mode = "jwt" needs jwt_key or jwt_key_file (the key is empty)')
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"auth.{what}: cannot read {path}: {exc}") from None
+        prepared = get_default_algorithms()[config.jwt_algorithm].prepare_key(key.strip() if config.jwt_algorithm == "RS256" else key)
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
+        what = "an RSA public key (PEM)" if config.jwt_algorithm == "RS256" else "an HS256 secret (not a public key)"
+        raise ConfigError(f"{file}: {key_name}: expected {what}: {exc}") from None
+    if config.jwt_algorithm == "RS256" and not isinstance(prepared, RSAPublicKey):
+        # a private key parses, but verifying with it fails for every token
+        raise ConfigError(f"{file}: {key_name}: expected an RSA public key (PEM), got a private key")
+    return prepared
 
 
-def make_authenticator(config: AuthConfig) -> Authenticator:
-    """Build the authenticator; unreadable or empty credential files are config errors."""
+def make_authenticator(config: AuthConfig, file: str = "<config>") -> Authenticator:
+    """Build the authenticator, reading and parsing its files now; errors name ``file`` and the key."""
     if config.mode == "none":
         return NoAuth()
     if config.mode == "token":
         tokens = list(config.tokens)
         if config.token_file:
-            lines = _read(config.token_file, "token_file").splitlines()
+            lines = read_named_file(config.token_file, file=file, key="auth.token_file").splitlines()
             tokens += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
         if not tokens:
-            raise ConfigError('auth: mode = "token" needs tokens or a token_file with at least one token')
+            raise ConfigError(f'{file}: auth.tokens: mode = "token" needs tokens or a token_file with at least one token')
         return TokenAuth(tokens)
-    key = _read(config.jwt_key_file, "jwt_key_file") if config.jwt_key_file else config.jwt_key
-    if not key:
-        raise ConfigError('auth: mode = "jwt" needs jwt_key or jwt_key_file')
-    return JwtAuth(key, config.jwt_algorithm, config.jwt_leeway, config.jwt_audience, config.jwt_issuer)
+    return JwtAuth(_jwt_key(config, file), config.jwt_algorithm, config.jwt_leeway, config.jwt_audience, config.jwt_issuer)

@@ -6,15 +6,46 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import trio
 
 from uipd import __version__
-from uipd.config import Config, ConfigError, load
+from uipd.config import Config, ConfigError, UnreadableFileError, load
 
 log = logging.getLogger("uipd")
 
 EXIT_CONFIG = 2
+"""A wrong config or command line: fix it and try again."""
+EXIT_START = 1
+"""The config is right but the daemon cannot run here: a port in use, a file it may not read."""
+EXIT_INTERRUPTED = 130
+"""Stopped at once by a second SIGTERM/SIGINT (or Ctrl-C before the daemon took over signals)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (and exit 2) instead of the usage text and a line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _stopped_by(exc: BaseException, debug: bool) -> int:
+    """One log line and the exit code for what ended ``trio.run``; the traceback only when
+    ``[log] level = "debug"``.  trio raises a nursery's errors as an exception group, so the
+    cause is looked for inside it, never matched on the group itself."""
+    from uipd.daemon import leaves
+
+    errors = [e for e in leaves(exc) if not isinstance(e, KeyboardInterrupt)]
+    if not errors:  # Ctrl-C before the daemon's own signal handling was installed
+        return EXIT_INTERRUPTED
+    first = errors[0]
+    if isinstance(first, OSError):  # listening failed: port in use, permission, no such address
+        log.error("cannot serve: %s", first, exc_info=exc if debug else None)
+    else:
+        hint = "" if debug else ' (set [log] level = "debug" for the traceback)'
+        log.critical("stopped by an unexpected error: %r%s", first, hint, exc_info=exc if debug else None)
+    return EXIT_START
 
 
 def setup_logging(level: str) -> None:
@@ -30,7 +61,7 @@ def setup_logging(level: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="uipd", description="Real-time pub/sub WebSocket daemon for city data.")
+    p = _Parser(prog="uipd", description="Real-time pub/sub WebSocket daemon for city data.")
     p.add_argument("--version", action="version", version=f"uipd {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon")
@@ -68,6 +99,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             watchdog=systemd.watchdog_period(),
             inherited_fds=systemd.listen_fds(),
         )
+    except UnreadableFileError as exc:  # before ConfigError, its base
+        print(f"uipd: cannot start: {exc}", file=sys.stderr)
+        return EXIT_START
     except ConfigError as exc:
         print(f"uipd: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -75,12 +109,9 @@ def cmd_run(args: argparse.Namespace) -> int:
              ", ".join(f"{s.name} ({s.config.plugin})" for s in daemon._configured) or "none")
     try:
         trio.run(daemon.run)
-    except KeyboardInterrupt:
-        return 130
-    except OSError as exc:  # e.g. the port is taken
-        log.error("cannot serve: %s", exc)
-        return 1
-    return 0
+    except BaseException as exc:  # KeyboardInterrupt included: it too may come inside a group
+        return _stopped_by(exc, config.log.level == "debug")
+    return EXIT_INTERRUPTED if daemon.interrupted else 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ list), an unknown key is an error, and every error names the file and the key pa
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,39 @@ class ConfigError(Exception):
     """The configuration is invalid; the message names the file and the key path."""
 
 
+class UnreadableFileError(ConfigError):
+    """A file the configuration names cannot be read (missing, permissions).  ``uipd run`` treats it
+    as a start failure of this machine (exit 1), not a wrong config (exit 2): the same file may be
+    readable by the service's user and not by whoever ran the check, or the other way round."""
+
+
+def read_named_file(path: str, *, file: str, key: str) -> str:
+    """The text of a file named by config key ``key`` of ``file``; errors name both."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: {key}: {path} is not UTF-8 text: {exc}") from None
+    except OSError as exc:
+        raise UnreadableFileError(f"{file}: {key}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def tls_context(server: ServerConfig, *, file: str) -> ssl.SSLContext | None:
+    """The listener's TLS context when ``tls_cert`` is set: loaded (and so checked) with the config,
+    not when the listener opens, so ``uipd check-config`` finds a bad certificate or key."""
+    if not server.tls_cert:
+        return None
+    for key in ("tls_cert", "tls_key"):  # readable first, so the message says which one is not
+        read_named_file(getattr(server, key), file=file, key=f"server.{key}")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(server.tls_cert, server.tls_key)
+    except ssl.SSLError as exc:  # before OSError: SSLError is one
+        raise ConfigError(f"{file}: server.tls_cert, server.tls_key: not a PEM certificate chain and its private key: {exc.reason or exc}") from None
+    except OSError as exc:
+        raise UnreadableFileError(f"{file}: server.tls_cert, server.tls_key: cannot load: {exc.strerror or exc}") from None
+    return context
+
+
 def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be greater than 0, got {value!r}")
@@ -40,6 +74,8 @@ def _port(instance: Any, attribute: attrs.Attribute, value: int) -> None:
 
 
 def _paths(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+    if not value:  # the first path is the one announced (dashboard, uipd tail): none would be an IndexError later
+        raise ValueError(f"{attribute.name} must list at least one path, e.g. [\"/\"]")
     for p in value:
         if not p.startswith("/"):
             raise ValueError(f"{attribute.name} each path must start with '/', got {p!r}")
@@ -59,7 +95,14 @@ class ServerConfig:
     default_topics: tuple[str, ...] = ("all",)
     """The subscription set of a client that never subscribes."""
     max_message_bytes: int = field(default=64 * 1024, validator=_positive)
-    """Largest client frame; a larger one is closed with 1009."""
+    """Largest client message (UTF-8 bytes, all its fragments together); a larger one is closed with 1009."""
+    max_fragments: int = field(default=128, validator=_positive)
+    """Frames one client message may have (empty continuation frames count); more: closed with 1009."""
+    snapshot_budget_bytes: int = field(default=128 * 1024, validator=_non_negative)
+    """Bytes per second of SNAPSHOTs one client may ask for (``snapshot``, ``subscribe`` with
+    ``snapshot``); past it ERROR rate_limited.  0 turns the budget off."""
+    snapshot_burst_bytes: int = field(default=4 * 1024 * 1024, validator=_positive)
+    """The snapshot budget's bucket: bytes that may be asked for at once."""
     max_queue_bytes: int = field(default=1024 * 1024, validator=_positive)
     """Bytes queued for one client before the slow-consumer policy applies."""
     slow_consumer: Literal["resync", "disconnect"] = "resync"
@@ -88,6 +131,12 @@ class ServerConfig:
     tls_cert: str = ""
     """PEM certificate chain: with tls_key, the WebSocket listener serves wss://."""
     tls_key: str = ""
+    accept_backoff: float = field(default=0.05, validator=_positive)
+    """Seconds the accept loop waits after accept() fails for lack of descriptors or memory
+    (EMFILE, ENFILE, ENOBUFS, ENOMEM); doubled at each further failure, up to accept_backoff_max."""
+    accept_backoff_max: float = field(default=1.0, validator=_positive)
+    """The longest wait between accept() tries in such an episode: how late, at most, connections
+    waiting in the backlog are taken once descriptors free up."""
 
 
 @frozen
@@ -125,6 +174,13 @@ class ApiConfig:
     key: str = ""
     """When set, every /api/* request needs ``Authorization: Bearer <key>``."""
     max_body_bytes: int = field(default=1024 * 1024, validator=_positive)
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins (``https://ops.example``) allowed to send requests besides the API's own
+    (``http://`` plus the request's Host, where the dashboard comes from), e.g. behind a TLS proxy.
+    A request whose Origin is neither gets 403: a web page on another site cannot publish."""
+    request_timeout: float = field(default=5.0, validator=_positive)
+    """Seconds a client has to send a request's head (from connecting, or from the previous answer:
+    also how long an idle kept-alive connection stays open) and then, again, its body (408)."""
     dashboard: bool = True
     """Serve the live city dashboard at ``GET /`` (static files shipped in ``uipd/api/static``)."""
 
@@ -138,6 +194,9 @@ class LogConfig:
     """``text``: one human-readable line per record; ``json``: one JSON object per line (ts, level, logger, msg, exc)."""
     levels: Mapping[str, Literal["debug", "info", "warning", "error"]] = field(factory=dict)
     """Per-logger levels, e.g. ``{ "uipd.server" = "debug" }`` (a logger's children follow it)."""
+    repeat_interval: float = field(default=10.0, validator=_positive)
+    """A problem that repeats (a source's refused publishes) is logged in full once, then in at
+    most one summary line per this many seconds (with the count: none is lost)."""
 
 
 @frozen
@@ -170,6 +229,16 @@ class BrokerConfig:
     """Seconds a source lease lives without renewal: how soon another node takes a source over."""
     max_pending: int = field(default=10000, validator=_positive)
     """Publications waiting for Redis at most; past it a publish is refused with 503."""
+    command_timeout: float = field(default=0.5, validator=_positive)
+    """Seconds one Redis command (or one batch of publications) may take.  Past it the broker
+    counts Redis as gone: not ready, publishes refused, reconnect, clients resynced.  A lease is
+    renewed every lease_ttl/3, so this may be at most that."""
+    ping_interval: float = field(default=1.0, validator=_positive)
+    """Seconds between the broker's PINGs: a Redis that stops answering (a blackholed link) makes
+    the node not ready within ping_interval + command_timeout."""
+    publish_timeout: float = field(default=2.0, validator=_positive)
+    """Seconds an API publish waits for Redis: then 503 if it was never sent, 504 publish_unknown
+    if it was sent and Redis did not answer."""
 
 
 @frozen
@@ -374,6 +443,11 @@ def from_dict(raw: dict[str, Any], *, file: str = "<config>") -> Config:
     hb = config.heartbeat
     if hb.timeout <= hb.interval:
         raise ConfigError(f"{file}: heartbeat.timeout ({hb.timeout}) must be longer than heartbeat.interval ({hb.interval})")
+    br = config.broker
+    if br.command_timeout > br.lease_ttl / 3:
+        raise ConfigError(f"{file}: broker.command_timeout ({br.command_timeout}) must be at most a third of broker.lease_ttl ({br.lease_ttl}), the renewal period of a lease")
+    if br.publish_timeout <= br.command_timeout:
+        raise ConfigError(f"{file}: broker.publish_timeout ({br.publish_timeout}) must be longer than broker.command_timeout ({br.command_timeout})")
     return config
 
 

@@ -11,7 +11,8 @@ import signal
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -26,23 +27,42 @@ from uipd.cluster.lease import leases_of, run_with_lease
 from uipd.cluster.memory import MemoryBroker
 from uipd.cluster.redis import RedisBroker
 from uipd.api.server import serve_api
-from uipd.auth import AuthError, Authenticator, Identity, make_authenticator, token_from
-from uipd.config import Config, ServerConfig
+from uipd.auth import AuthError, Authenticator, Identity, token_from
+from uipd.config import Config, ConfigError, ServerConfig
 from uipd.core.admission import UNAUTHORIZED, Refusal, check_handshake
 from uipd.core.hub import Hub, HubSettings, PublishResult
 from uipd.core.publish import Publication
 from uipd.core.topics import TopicTable
 from uipd.plugin import HttpHandler
 from uipd.server.clock import now
+from uipd.server.accept import serve_listeners
 from uipd.server.connection import ClientConnection, serve_stream
 from uipd.server.flusher import Flusher
 from uipd.server.heartbeat import supervise_heartbeats
 from uipd.sources.publisher import HubPublisher
 from uipd.metrics import Metrics
-from uipd.sources.registry import ConfiguredSource, PluginRegistry, build_sources, offered_topics
+from uipd.sources.registry import ConfiguredSource, PluginRegistry, check_config
 from uipd.sources.supervisor import SourceStatus, supervise
 
 log = logging.getLogger(__name__)
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups: what a nursery's tasks actually raised."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]
+
+
+@contextmanager
+def _listening(what: str, host: str, port: int) -> Iterator[None]:
+    """Name the listener in a bind failure: the OSError alone says only "Address already in use".
+    It comes out of trio's nurseries inside exception groups, hence except*."""
+    try:
+        yield
+    except* OSError as group:
+        first = leaves(group)[0]
+        raise OSError(getattr(first, "errno", None), f"{what} {host or '*'}:{port}: {getattr(first, 'strerror', None) or first}") from None
 
 
 def _loopback(address: tuple[Any, ...]) -> tuple[str, int]:
@@ -68,6 +88,10 @@ def hub_settings(config: Config) -> HubSettings:
         rate_burst=float(s.rate_burst),
         rate_limit_strikes=s.rate_limit_strikes,
         max_subscriptions=s.max_subscriptions,
+        max_message_bytes=s.max_message_bytes,
+        max_fragments=s.max_fragments,
+        snapshot_budget_bytes=float(s.snapshot_budget_bytes),
+        snapshot_burst_bytes=float(s.snapshot_burst_bytes),
     )
 
 
@@ -93,12 +117,19 @@ class Daemon:
     api_port: int = field(default=0, init=False)
     listening: bool = field(default=False, init=False)
     shutting_down: bool = field(default=False, init=False)
+    interrupted: bool = field(default=False, init=False)
+    """A second SIGTERM/SIGINT stopped the daemon at once, without finishing the drain (exit 130)."""
     _configured: list[Any] = field(factory=list, init=False)
     _routes: dict[tuple[str, str], HttpHandler] = field(factory=dict, init=False)
     authenticator: Authenticator = field(init=False)
+    tls: ssl.SSLContext | None = field(default=None, init=False)
+    """The WebSocket listener's TLS context, loaded with the config (restart-only)."""
     refusals: Counter[str] = field(factory=Counter, init=False)
     """Handshakes refused, by reason (see uipd.core.admission)."""
     _per_ip: Counter[str] = field(factory=Counter, init=False)
+    """Connections from each address, counting those admitted and not registered yet."""
+    _admitted: int = field(default=0, init=False)
+    """Handshakes admitted whose connection is not registered yet (each holds a slot)."""
     metrics: Metrics = field(init=False)
     reloads: Counter[str] = field(factory=Counter, init=False)
     """Config reloads by result (``ok``, ``failed``)."""
@@ -108,7 +139,8 @@ class Daemon:
     """TCP connections taken by the accept loop (the watchdog probe watches it move)."""
     api_app: ApiApp | None = field(default=None, init=False)
     _nursery: trio.Nursery | None = field(default=None, init=False)
-    _source_scopes: dict[str, trio.CancelScope] = field(factory=dict, init=False)
+    _source_tasks: dict[str, tuple[trio.CancelScope, trio.Event]] = field(factory=dict, init=False)
+    """Each running source's cancel scope, and the event set once its task has ended."""
     _probe_address: tuple[str, int] | None = field(default=None, init=False)
     _reload_lock: trio.Lock = field(factory=trio.Lock, init=False)
     _api_stop: trio.Event = field(factory=trio.Event, init=False)
@@ -116,18 +148,24 @@ class Daemon:
     _drained: trio.Event = field(factory=trio.Event, init=False)
 
     def __attrs_post_init__(self) -> None:
-        # Config and plugin errors surface here, before anything listens.
-        self._configured = build_sources(self.config, self.registry)
-        self.authenticator = make_authenticator(self.config.auth)
-        topics = offered_topics(self.config, self._configured)
-        self.hub = Hub(TopicTable.of(topics), hub_settings(self.config))
+        # Config and plugin errors surface here, before anything listens (the same check as
+        # uipd check-config and a reload).
+        checked = check_config(self.config, self.registry)
+        self._configured = checked.sources
+        self.authenticator = checked.authenticator
+        self.tls = checked.tls
+        self.hub = Hub(TopicTable.of(checked.topics), hub_settings(self.config))
         self.metrics = Metrics(self)
         self.broker = make_broker(self.config.broker, self.hub, now, self._node_stats)
         self.api_publisher = HubPublisher(self.hub, now, observe=self.metrics.observe_publish, broker=self.broker)
         for cs in self._configured:
             http_routes = getattr(cs.source, "http_routes", None)
             if http_routes is not None:
-                for route, handler in http_routes().items():
+                try:
+                    routes = dict(http_routes())
+                except Exception as exc:  # plugin code: a config error naming the source, not a crash
+                    raise ConfigError(f"{self.config.path}: sources.{cs.name}: http_routes() failed: {exc!r}") from None
+                for route, handler in routes.items():
                     self._routes[(cs.name, route)] = handler
 
     # -- ApiBackend -------------------------------------------------------------------------------
@@ -148,7 +186,11 @@ class Daemon:
     def stats(self) -> dict[str, Any]:
         out = self.hub.stats()
         out["sources"] = {
-            s.name: {"running": s.running, "ready": s.ready, "restarts": s.restarts, "errors": s.errors} for s in self.sources
+            s.name: {
+                "running": s.running, "ready": s.ready, "leader": s.leader, "restarts": s.restarts, "errors": s.errors,
+                "refused": sum(s.publisher.refused.values()),
+            }
+            for s in self.sources
         }
         cluster = self.broker.cluster_stats()
         if cluster is not None:
@@ -186,33 +228,47 @@ class Daemon:
             accepting=not self.shutting_down,
             paths=s.paths,
             allowed_origins=s.allowed_origins,
-            clients=len(self.connections),
+            clients=len(self.connections) + self._admitted,
             max_clients=s.max_clients,
             clients_from_ip=self._per_ip[ip],
             max_per_ip=s.max_connections_per_ip,
         )
-        if refusal is None:
-            try:
-                return self.authenticator.authenticate(token_from(target, headers), time.time())
-            except AuthError as exc:
-                log.info("handshake from %s refused: %s", ip, exc)
-                refusal = UNAUTHORIZED
+        if refusal is not None:
+            return refusal
+        try:
+            identity = self.authenticator.authenticate(token_from(target, headers), time.time())
+        except AuthError as exc:
+            log.info("handshake from %s refused: %s", ip, exc)
+            return UNAUTHORIZED
+        # The slot is taken now: the 101 is still to be written (with TLS that awaits), and
+        # handshakes decided meanwhile must count this one (max_clients, max_connections_per_ip).
+        self._admitted += 1
+        self._per_ip[ip] += 1
+        return identity
+
+    def release(self, ip: str) -> None:
+        self._admitted -= 1
+        self._forget_ip(ip)
+
+    def count_refusal(self, refusal: Refusal) -> None:
         self.refusals[refusal.reason] += 1
-        return refusal
+
+    def _forget_ip(self, ip: str) -> None:
+        self._per_ip[ip] -= 1
+        if not self._per_ip[ip]:
+            del self._per_ip[ip]
 
     def register(self, connection: ClientConnection) -> Callable[[], None]:
         key = connection.session.id
         self.connections[key] = connection
+        self._admitted -= 1  # its slot (and its count in _per_ip) was taken at admission
         ip = connection.remote
-        self._per_ip[ip] += 1
         if self.shutting_down:  # accepted while the drain began: it is closed like the others
             connection.session.outbound.request_close(1001, "going away", flush=True)
 
         def unregister() -> None:
             self.connections.pop(key, None)
-            self._per_ip[ip] -= 1
-            if not self._per_ip[ip]:
-                del self._per_ip[ip]
+            self._forget_ip(ip)
             if self.shutting_down and not self.connections:
                 self._drained.set()
 
@@ -226,26 +282,32 @@ class Daemon:
             if "ws" in self.inherited_fds:  # systemd socket activation: the socket outlives restarts
                 tcp_listeners = [systemd.listener_from(self.inherited_fds["ws"])]
             else:
-                tcp_listeners = await trio.open_tcp_listeners(cfg.server.port, host=cfg.server.host or None, backlog=4096)
+                with _listening("WebSocket listener", cfg.server.host, cfg.server.port):
+                    tcp_listeners = await trio.open_tcp_listeners(cfg.server.port, host=cfg.server.host or None, backlog=4096)
             self._probe_address = _loopback(tcp_listeners[0].socket.getsockname())
             self.ws_port = tcp_listeners[0].socket.getsockname()[1]
             listeners: list[trio.abc.Listener[Any]] = list(tcp_listeners)
-            if cfg.server.tls_cert:
-                tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                tls.load_cert_chain(cfg.server.tls_cert, cfg.server.tls_key)
-                listeners = [trio.SSLListener(l, tls, https_compatible=True) for l in tcp_listeners]
+            if self.tls is not None:  # loaded with the config (uipd.config.tls_context)
+                listeners = [trio.SSLListener(l, self.tls, https_compatible=True) for l in tcp_listeners]
             accept_scope = trio.CancelScope()
 
             async def accept_loop() -> None:
                 with accept_scope:
-                    await trio.serve_listeners(partial(serve_stream, host=self), listeners, handler_nursery=nursery)
+                    await serve_listeners(
+                        partial(serve_stream, host=self), listeners, handler_nursery=nursery,
+                        backoff=lambda: (self.config.server.accept_backoff, self.config.server.accept_backoff_max),
+                    )
 
             nursery.start_soon(accept_loop)
             self.listening = True
-            app = ApiApp(self, key=cfg.api.key, max_body_bytes=cfg.api.max_body_bytes, dashboard=cfg.api.dashboard, metrics=self.metrics.render)
+            app = ApiApp(
+                self, key=cfg.api.key, max_body_bytes=cfg.api.max_body_bytes, dashboard=cfg.api.dashboard, metrics=self.metrics.render,
+                allowed_origins=cfg.api.allowed_origins, request_timeout=cfg.api.request_timeout,
+            )
             self.api_app = app
-            api = partial(serve_api, fd=self.inherited_fds.get("api"))
-            binds = await nursery.start(api, app, cfg.api.host, cfg.api.port, self._api_stop.wait)
+            api = partial(serve_api, fd=self.inherited_fds.get("api"), request_timeout=cfg.api.request_timeout)
+            with _listening("HTTP API listener", cfg.api.host, cfg.api.port):
+                binds = await nursery.start(api, app, cfg.api.host, cfg.api.port, self._api_stop.wait)
             self.api_port = int(binds[0].rsplit(":", 1)[1])
             tick = min(1.0, cfg.heartbeat.interval / 4)
             await nursery.start(lambda task_status: supervise_heartbeats(self.hub, self.connections, tick=tick, task_status=task_status))
@@ -258,6 +320,7 @@ class Daemon:
             for cs in self._configured:
                 await self.start_source(cs)
             nursery.start_soon(self._watch_signals)
+            nursery.start_soon(self._summarise_refusals)
             await nursery.start(self._watch_reload)
             log.info(
                 "uipd listening: WebSocket %s://%s:%d%s, HTTP API http://%s:%d; topics: %s",
@@ -283,33 +346,69 @@ class Daemon:
     def configured_sources(self, value: list[ConfiguredSource]) -> None:
         self._configured = value
 
+    async def _summarise_refusals(self) -> None:
+        """Log each source's summary of refused publishes once its interval is over: without this
+        the end of a burst would be counted but never logged (uipd.plugin_tools.RepeatLog)."""
+        while True:
+            interval = self.config.log.repeat_interval
+            for s in list(self.sources):
+                s.publisher.refusals.interval = interval  # a reload may change it
+                s.publisher.refusals.flush()
+            await trio.sleep(min(1.0, interval))
+
     async def start_source(self, cs: ConfiguredSource) -> None:
         """Start one source's supervisor in the daemon's nursery, under its own cancel scope."""
         assert self._nursery is not None
-        publisher = HubPublisher(self.hub, now, topics=frozenset(cs.topics), observe=self.metrics.observe_publish, broker=self.broker)
+        publisher = HubPublisher(
+            self.hub, now, topics=frozenset(cs.topics), observe=self.metrics.observe_publish, broker=self.broker, source=cs.name,
+            refusal_log_interval=self.config.log.repeat_interval,
+        )
         status = SourceStatus(cs.name, publisher)
-        scope = trio.CancelScope()
+        scope, done = trio.CancelScope(), trio.Event()
         self.sources.append(status)
-        self._source_scopes[cs.name] = scope
-        await self._nursery.start(self._run_source, cs, status, scope)
+        self._source_tasks[cs.name] = (scope, done)
+        try:
+            await self._nursery.start(self._run_source, cs, status, scope, done)
+        except BaseException:  # it never started (e.g. its lease): not listed as running
+            self.sources.remove(status)
+            self._source_tasks.pop(cs.name, None)
+            raise
 
-    async def _run_source(self, cs: ConfiguredSource, status: SourceStatus, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with scope:
-            leases = leases_of(self.broker)
-            if leases is not None and cs.config.run_on == "leader":
-                # The state comes from the cluster whichever node runs the source: ready here.
-                status.publisher.ready()
-                await run_with_lease(leases, cs.name, self.config.broker.lease_ttl, partial(supervise, cs, status), task_status=task_status)
-            else:
-                await supervise(cs, status, task_status=task_status)
-        status.running = False
+    async def _run_source(
+        self, cs: ConfiguredSource, status: SourceStatus, scope: trio.CancelScope, done: trio.Event,
+        *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            with scope:
+                leases = leases_of(self.broker)
+                if leases is not None and cs.config.run_on == "leader":
+                    # The state comes from the cluster whichever node runs the source: ready here.
+                    status.publisher.ready()
+                    status.leader = False
 
-    def stop_source(self, name: str) -> None:
-        """Cancel one source's task (a reload removed or changed it); its topics keep their state."""
-        scope = self._source_scopes.pop(name, None)
-        if scope is not None:
-            scope.cancel()
+                    async def lead() -> None:  # run_with_lease runs it exactly while this node holds the lease
+                        status.leader = True
+                        try:
+                            await supervise(cs, status)
+                        finally:
+                            status.leader = False
+
+                    await run_with_lease(leases, cs.name, self.config.broker.lease_ttl, lead, task_status=task_status)
+                else:
+                    await supervise(cs, status, task_status=task_status)
+        finally:
+            status.running = False
+            done.set()
+
+    async def stop_source(self, name: str) -> None:
+        """Cancel one source's task (a reload removed or changed it) and return once it has ended
+        (its cleanup, its lease released); its topics keep their state."""
+        task = self._source_tasks.pop(name, None)
         self.sources[:] = [s for s in self.sources if s.name != name]
+        if task is not None:
+            scope, done = task
+            scope.cancel()
+            await done.wait()
 
     async def reload(self) -> bool:
         """Re-read the config file and apply it (see uipd.reload); False if it was invalid."""
@@ -339,8 +438,13 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 if self._stop.is_set():
+                    # Cancel everything rather than raise: an exception here would reach the
+                    # command wrapped in the nursery's exception group (a traceback, exit 1).
                     log.warning("second %s: stopping now", signal.Signals(signum).name)
-                    raise KeyboardInterrupt
+                    self.interrupted = True
+                    assert self._nursery is not None
+                    self._nursery.cancel_scope.cancel()
+                    return
                 log.info("%s received: draining (at most %.1f s)", signal.Signals(signum).name, self.config.server.drain_timeout)
                 self.request_shutdown()
 

@@ -130,20 +130,35 @@ class DaemonCollector(Collector):
         ready = GaugeMetricFamily("uipd_source_ready", "1 once the source has loaded its initial state.", labels=["source"])
         restarts = CounterMetricFamily("uipd_source_restarts", "Restarts of each source after a failure.", labels=["source"])
         errors = CounterMetricFamily("uipd_source_errors", "Failures of each source.", labels=["source"])
+        # reasons are PublishError codes (bad_request, forbidden_topic, unknown_topic, ...): a fixed set
+        refused_publishes = CounterMetricFamily("uipd_publishes_refused", "Publishes of each source that uipd refused (nothing of them published), by error code; the API's are answered 400 instead.", labels=["source", "reason"])
         for s in list(d.sources):
             up.add_metric([s.name], int(s.running))
             ready.add_metric([s.name], int(s.ready))
             restarts.add_metric([s.name], s.restarts)
             errors.add_metric([s.name], s.errors)
+            for reason, n in sorted(s.publisher.refused.items()):
+                refused_publishes.add_metric([s.name, reason], n)
         yield up
         yield ready
         yield restarts
         yield errors
+        yield refused_publishes
 
         reloads = CounterMetricFamily("uipd_config_reloads", "Config reloads (SIGHUP), by result.", labels=["result"])
         for result in ("ok", "failed"):
             reloads.add_metric([result], d.reloads.get(result, 0))
         yield reloads
+
+        # Only the Redis broker loses ALERTs this way (the memory broker has no such counter).
+        lost = CounterMetricFamily("uipd_alerts_lost", "ALERTs this node's clients did not get or that may not have been published, by topic (\"\": none) and reason (join, publish_failed, publish_unknown, not_sent); each is also logged with its topic and seq.", labels=["topic", "reason"])
+        for (topic, reason), n in sorted(getattr(d.broker, "lost_alerts", {}).items()):
+            lost.add_metric([topic, reason], n)
+        yield lost
+        missed = CounterMetricFamily("uipd_cluster_messages_missed", "Redis broker: messages (UPDATEs or ALERTs) published while this node was cut off from Redis, by topic; their state comes with the resync, ALERTs among them are lost.", labels=["topic"])
+        for topic, n in sorted(getattr(d.broker, "missed", {}).items()):
+            missed.add_metric([topic], n)
+        yield missed
         yield GaugeMetricFamily("uipd_draining", "1 once the daemon is draining (SIGTERM).", value=int(d.shutting_down))
 
 

@@ -12,6 +12,12 @@
 - :class:`Backoff`: the wait before the next retry, doubling up to a maximum, reset on success.
 - :class:`HealthLog`: logs a failing feed once per change of state (a new reason, then the
   recovery) instead of once per attempt; given a Backoff, it also waits between attempts.
+- :func:`parse_json`: decode a payload a source received; whatever JSON uipd cannot publish
+  (NaN, Infinity, nesting past the decoder) is a ``ValueError`` like any bad JSON.
+- :class:`RepeatLog`: logs a repeating problem (bad messages, refused publishes) without flooding:
+  the first in full, then at most one summary line per interval with the count and the last one.
+- :func:`publishable`: after a publish of many entities was refused, splits them into those uipd
+  takes and those it refuses (with the reason), so one bad entity does not hold back the others.
 
 The retry loop of a poller::
 
@@ -28,13 +34,36 @@ The retry loop of a poller::
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
 from attrs import define, field
 
-__all__ = ["Backoff", "HealthLog", "http_url", "non_negative", "not_empty", "optional_http_url", "positive"]
+from uipd.core.errors import PublishError
+from uipd.core.publish import check_entity
+
+__all__ = [
+    "Backoff", "HealthLog", "RepeatLog", "http_url", "non_negative", "not_empty", "optional_http_url", "parse_json", "positive",
+    "publishable",
+]
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def parse_json(data: str | bytes) -> Any:
+    """``json.loads`` as strict as uipd: Python's decoder accepts NaN and Infinity, which JSON
+    (and so a publish) cannot carry, and raises RecursionError, not ValueError, for a payload
+    nested past its limit; both become a ``ValueError`` (so does undecodable UTF-8)."""
+    try:
+        return json.loads(data, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
 
 
 # -- attrs validators ---------------------------------------------------------------------------
@@ -145,3 +174,77 @@ class HealthLog:
         self.failures = 0
         if self.backoff is not None:
             self.backoff.reset()
+
+
+# -- repeating problems -------------------------------------------------------------------------
+
+
+@define
+class RepeatLog:
+    """Logs a problem that may repeat many times a second without flooding the log.
+
+    The first :meth:`report` is logged in full (``"<what>: <detail>"``); later ones within
+    ``interval`` of the last line are only counted, and the next line is a summary
+    (``"<what>: 573 more <events> in the last 10 s; last: <detail>"``), logged by a report once
+    the interval is over or by :meth:`flush`, which a periodic task calls so that the tail of a
+    burst is logged too.  Every report is in some line's count.  After a quiet interval the next
+    report is logged in full again.
+    """
+
+    what: str
+    """Names the thing with the problem in every line (e.g. ``"source parking"``)."""
+    logger: logging.Logger
+    interval: float = 10.0
+    """Seconds between two lines at least."""
+    events: str = "occurrences"
+    """What is counted, in the summary: ``"publishes refused"``, ``"messages dropped"``."""
+    level: int = logging.WARNING
+    clock: Callable[[], float] = time.monotonic
+    total: int = 0
+    """Every report so far."""
+    pending: int = 0
+    """Reports not in any line yet."""
+    last: str = ""
+    """The detail of the latest pending report."""
+    _logged_at: float | None = field(default=None, init=False)
+
+    def report(self, detail: str) -> None:
+        """One more occurrence; ``detail`` says what it was (the reason, which item)."""
+        self.total += 1
+        now = self.clock()
+        if self._logged_at is None or (not self.pending and now - self._logged_at >= self.interval):
+            self.logger.log(self.level, "%s: %s", self.what, detail)
+            self._logged_at = now
+            return
+        self.pending += 1
+        self.last = detail
+        self._summarise(now)
+
+    def flush(self) -> None:
+        """Log the summary of the pending reports if the interval since the last line is over."""
+        self._summarise(self.clock())
+
+    def _summarise(self, now: float) -> None:
+        if self.pending and self._logged_at is not None and now - self._logged_at >= self.interval:
+            if self.pending == 1:  # a summary of one is that one
+                self.logger.log(self.level, "%s: %s", self.what, self.last)
+            else:
+                self.logger.log(self.level, "%s: %d more %s in the last %.0f s; last: %s", self.what, self.pending, self.events, now - self._logged_at, self.last)
+            self.pending = 0
+            self._logged_at = now
+
+
+def publishable(entities: Iterable[Any]) -> tuple[list[Any], list[tuple[Any, str]]]:
+    """``entities`` split into those uipd would publish and those it refuses, each with uipd's
+    reason.  Checks each entity alone, which costs about a publish: call it after a publish of
+    the batch raised ``ValueError``, then publish the good ones and report the others."""
+    good: list[Any] = []
+    bad: list[tuple[Any, str]] = []
+    for entity in entities:
+        try:
+            check_entity(entity)
+        except PublishError as err:
+            bad.append((entity, err.message))
+        else:
+            good.append(entity)
+    return good, bad

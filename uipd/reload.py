@@ -4,27 +4,32 @@ No client is disconnected.  Applied:
 
 - sources: a new ``[sources.NAME]`` is started, a removed (or disabled) one is stopped (its task's
   own cancel scope), a changed one (plugin, options, ``enabled``, ``restart_max_backoff``) is
-  stopped and started again with its new options; an unchanged one keeps running untouched;
+  stopped and, once its task has ended, started again with its new options; an unchanged one
+  keeps running untouched;
 - topics: those of new sources (and new ``[server] topics``) are offered from now on; removed
   topics stay offered, with their last state, until the next restart;
 - the hub's settings (``welcome``, ``default_topics``, heartbeat, rate limits, ``max_queue_bytes``,
-  ``slow_consumer``, ``max_subscriptions``) for new clients and, for the byte bound, existing ones;
+  ``slow_consumer``, ``max_subscriptions``) for new clients and, for the byte bound and the rate
+  limits, existing ones;
   the handshake checks (``paths``, origins, client limits, timeouts, ``[auth]`` tokens and keys);
-- ``[api] key`` and ``max_body_bytes``; ``[log]`` level, format and per-logger levels.
+- ``[api] key``, ``max_body_bytes`` and ``allowed_origins``; ``[log]`` level, format and per-logger levels.
 
-Not applied (logged as needing a restart): listen addresses and ports, TLS, ``[api] dashboard``.
-An invalid new config is logged and the running one kept, whole.
+Not applied (logged as needing a restart): listen addresses and ports, TLS, ``[api] dashboard`` and ``request_timeout``,
+``[broker]``.  An invalid new config (checked as at startup: uipd.sources.registry.check_config) is
+logged and the running one kept, whole; a failure while applying is logged and counted as failed,
+and the daemon keeps serving.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import attrs
 
 from uipd import logs
-from uipd.auth import make_authenticator
 from uipd.config import Config, ConfigError, load
-from uipd.sources.registry import ConfiguredSource, build_sources, offered_topics
+from uipd.sources.registry import CheckedConfig, check_config
 
 if TYPE_CHECKING:
     from uipd.daemon import Daemon
@@ -33,59 +38,68 @@ log = logging.getLogger(__name__)
 
 RESTART_ONLY = (
     ("server", "host"), ("server", "port"), ("server", "tls_cert"), ("server", "tls_key"),
-    ("api", "host"), ("api", "port"), ("api", "dashboard"),
+    ("api", "host"), ("api", "port"), ("api", "dashboard"), ("api", "request_timeout"),
 )
 
 
+RESTART_ONLY_SECTIONS = ("broker",)
+"""Sections read only at start, every key: the broker (and its Redis session) is made once."""
+
+
 def _restart_only_changes(old: Config, new: Config) -> list[str]:
-    return [f"{section}.{key}" for section, key in RESTART_ONLY if getattr(getattr(old, section), key) != getattr(getattr(new, section), key)]
+    keys = [*RESTART_ONLY, *((section, f.name) for section in RESTART_ONLY_SECTIONS for f in attrs.fields(type(getattr(old, section))))]
+    return [f"{section}.{key}" for section, key in keys if getattr(getattr(old, section), key) != getattr(getattr(new, section), key)]
 
 
-def prepare(daemon: Daemon) -> tuple[Config, list[ConfiguredSource], Any]:
+def prepare(daemon: Daemon) -> CheckedConfig:
     """Load and check the new config; raises ConfigError (nothing is changed then)."""
-    new = load(daemon.config.path, daemon.overrides)
-    configured = build_sources(new, daemon.registry)
-    return new, configured, make_authenticator(new.auth)
+    return check_config(load(daemon.config.path, daemon.overrides), daemon.registry)
 
 
 async def reload(daemon: Daemon) -> bool:
-    """Reload ``daemon``'s config file; True when the new config was applied."""
+    """Reload ``daemon``'s config file; True when the new config was applied.  Whatever fails,
+    only this reload fails (logged, counted ``failed``): the daemon keeps serving."""
     log.info("reloading %s", daemon.config.path)
     await daemon.notifier.reloading()
     try:
         try:
-            new, configured, authenticator = prepare(daemon)
-        except ConfigError as exc:
+            checked = prepare(daemon)
+        except Exception as exc:  # ConfigError; anything else is plugin code or a bug, still not fatal
             daemon.reloads["failed"] += 1
-            log.error("reload failed, keeping the running configuration: %s", exc)
+            log.error("reload failed, keeping the running configuration: %s", exc if isinstance(exc, ConfigError) else repr(exc))
             return False
-        await apply(daemon, new, configured, authenticator)
+        try:
+            await apply(daemon, checked)
+        except Exception as exc:
+            daemon.reloads["failed"] += 1
+            log.error("reload failed while applying the new configuration (partly applied; sources as listed by /api/stats): %r", exc, exc_info=exc)
+            return False
         daemon.reloads["ok"] += 1
         return True
     finally:
         await daemon.notifier.ready(daemon.status_line())
 
 
-async def apply(daemon: Daemon, new: Config, configured: list[ConfiguredSource], authenticator: Any) -> None:
+async def apply(daemon: Daemon, checked: CheckedConfig) -> None:
     from uipd.daemon import hub_settings
 
+    new, configured = checked.config, checked.sources
     old = daemon.config
     skipped = _restart_only_changes(old, new)
     if skipped:
         log.warning("reload: %s changed: takes effect only after a restart", ", ".join(skipped))
     # What is read per handshake or per request follows daemon.config from now on.
     daemon.config = new
-    daemon.authenticator = authenticator
+    daemon.authenticator = checked.authenticator
     hub = daemon.hub
-    hub.settings = hub_settings(new)
-    for session in list(hub.sessions.values()):
-        session.outbound.max_bytes = new.server.max_queue_bytes
-    added = hub.add_topics(offered_topics(new, configured))
+    hub.apply_settings(hub_settings(new))  # connected clients too: queue bound, rate limits
+    added = hub.add_topics(checked.topics)
     if added:
         log.info("reload: now offering topic(s) %s", ", ".join(added))
     if daemon.api_app is not None:
         daemon.api_app.key = new.api.key
         daemon.api_app.max_body_bytes = new.api.max_body_bytes
+        daemon.api_app.allowed_origins = new.api.allowed_origins
     if logs.installed():  # the uipd command set logging up (not an embedding program)
         logs.setup(new.log)
 
@@ -98,13 +112,22 @@ async def apply(daemon: Daemon, new: Config, configured: list[ConfiguredSource],
             keep.append(current)
         else:
             start.append(cs)
-    for name, current in running.items():
-        if name not in wanted or any(cs.name == name for cs in start):
-            log.info("reload: stopping source %s", name)
-            daemon.stop_source(name)
-    for cs in start:
-        log.info("reload: %s source %s", "restarting" if cs.name in running else "starting", cs.name)
-        await daemon.start_source(cs)
     order = {name: i for i, name in enumerate(wanted)}
-    daemon.configured_sources = sorted([*keep, *start], key=lambda cs: order[cs.name])
+    now_running = dict(running)
+    try:
+        for name in running:
+            if name not in wanted or any(cs.name == name for cs in start):
+                log.info("reload: stopping source %s", name)
+                # returns once the old task has ended: a changed source's replacement never runs
+                # beside it (two publishers of one topic, a port or lease held twice)
+                await daemon.stop_source(name)
+                del now_running[name]
+        for cs in start:
+            log.info("reload: %s source %s", "restarting" if cs.name in running else "starting", cs.name)
+            await daemon.start_source(cs)
+            now_running[cs.name] = cs
+    finally:
+        # what runs now, even if a step failed: the next reload compares against it (and starts
+        # what is missing)
+        daemon.configured_sources = sorted(now_running.values(), key=lambda cs: order.get(cs.name, len(order)))
     log.info("reload done: %d source(s) running, %d unchanged", len(daemon.configured_sources), len(keep))

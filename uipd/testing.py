@@ -32,6 +32,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from uipd.config import from_dict
+from uipd.core import publish
 from uipd.daemon import Daemon
 from uipd.sources.registry import PluginRegistry
 
@@ -41,8 +42,9 @@ __all__ = ["DAEMON_DEFAULTS", "FakePublisher", "free_port", "run_daemon", "serve
 class FakePublisher:
     """The Publisher protocol in memory; records every publication.
 
-    Like the daemon's publisher it refuses topics not in ``topics`` and entities that are not
-    objects with a string or integer ``id`` (``ValueError``), and ``replace`` publishes only the
+    Like the daemon's publisher it refuses topics not in ``topics``, entities that are not objects
+    with a string or integer ``id`` and data JSON cannot hold (``ValueError``, by the daemon's own
+    checks), keeps its own copy of what was published, and ``replace`` publishes only the
     difference.  Unlike it, only ``ready()`` sets :attr:`is_ready`.
     """
 
@@ -66,13 +68,12 @@ class FakePublisher:
 
     def update(self, topic: str, entities: Iterable[Mapping[str, Any]] = (), removed: Iterable[str | int] = ()) -> int:
         self._check(topic)
-        entities, removed = list(entities), [str(r) for r in removed]
+        pub = publish.update(topic, entities, removed)
+        return self._record(topic, pub.data, list(pub.removed))
+
+    def _record(self, topic: str, entities: list[dict[str, Any]], removed: list[str]) -> int:
         for e in entities:
-            if not isinstance(e, Mapping) or isinstance(e.get("id"), bool) or not isinstance(e.get("id"), (str, int)):
-                raise ValueError("entity must be an object with a string or integer id")
-        entities = [dict(e) for e in entities]
-        for e in entities:
-            self.state[topic][str(e["id"])] = e
+            self.state[topic][publish.entity_key(e)] = e
         for r in removed:
             self.state[topic].pop(r, None)
         self.seq += 1
@@ -81,16 +82,17 @@ class FakePublisher:
 
     def alert(self, topic: str, data: Any) -> int:
         self._check(topic)
+        pub = publish.alert(topic, data)
         self.seq += 1
-        self.alerts.append((topic, data))
+        self.alerts.append((topic, pub.data))
         return self.seq
 
     def replace(self, topic: str, entities: Iterable[Mapping[str, Any]]) -> int | None:
         self._check(topic)
-        new = {str(e["id"]): e for e in entities}
+        new = dict(publish.update(topic, entities).upserts)
         changed = [e for k, e in new.items() if self.state[topic].get(k) != e]
         removed = [k for k in self.state[topic] if k not in new]
-        return self.update(topic, changed, removed) if changed or removed else None
+        return self._record(topic, changed, removed) if changed or removed else None
 
     def current(self, topic: str) -> Mapping[str, Mapping[str, Any]]:
         self._check(topic)

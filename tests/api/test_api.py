@@ -67,7 +67,7 @@ async def test_bad_bodies_get_400_404_413_and_publish_nothing(daemon_factory):
                 (b'{"topic": "nope", "data": []}', 404, "unknown_topic"),
                 (b'{"topic": "accidents", "data": [{"id": "x", "pad": "' + b"x" * 3000 + b'"}]}', 413, "too_large"),
             ]:
-                r = await http.post("/api/publish", content=body)
+                r = await http.post("/api/publish", content=body, headers={"content-type": "application/json"})
                 assert r.status_code == status, (body[:60], r.text)
                 assert r.json()["ok"] is False and r.json()["error"]["code"] == code
                 assert r.json()["error"]["message"]

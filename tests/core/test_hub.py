@@ -619,3 +619,43 @@ def test_dropped_updates_counts_the_overflowing_update() -> None:
     assert slow.outbound.resync_pending
     # Ten UPDATEs published, none delivered.
     assert slow.outbound.dropped_updates == 10
+
+
+# -- broadcasts under the resync policy (issue 12, item 6) ----------------------------------------
+
+
+def test_broadcast_update_that_no_snapshot_holds_survives_a_resync() -> None:
+    hub = make_hub(max_queue_bytes=2000)
+    weather = subscribed_to(hub, "weather", ["weather"])  # not subscribed to cameras
+    cams = subscribed_to(hub, "cams", ["cameras"])
+    for i in range(1, 11):  # both fall behind: each owes a resync SNAPSHOT
+        hub.publish(update("weather", big(i)), at(1))
+        hub.publish(update("cameras", big(i)), at(1))
+    assert weather.outbound.resync_pending and cams.outbound.resync_pending
+    cams_seq = hub.publish(update("cameras", {"id": "b1"}, broadcast=True), at(2)).seq
+    hub.publish(update(None, {"id": "b2"}, broadcast=True), at(2))
+    # The weather client's resync SNAPSHOT has no cameras section and no SNAPSHOT holds a
+    # topic-less UPDATE: both reach it, like ALERTs.
+    got = drain(weather)
+    assert [(m["type"], m.get("topic"), m["data"], m.get("seq")) for m in got] == [
+        ("UPDATE", "cameras", [{"id": "b1"}], cams_seq),
+        ("UPDATE", None, [{"id": "b2"}], None),
+    ]
+    # A cameras subscriber gets the cameras UPDATE through its resync SNAPSHOT (droppable), the
+    # topic-less one directly.
+    assert [m.get("topic") for m in drain(cams)] == [None]
+    assert hub.take_resync(cams, at(3))
+    assert {"id": "b1"} in drain(cams)[0]["data"]["cameras"]
+    assert weather.outbound.closing is None and cams.outbound.closing is None
+
+
+def test_broadcast_update_that_cannot_be_queued_closes_4008() -> None:
+    hub = make_hub(max_queue_bytes=2000)
+    weather = subscribed_to(hub, "weather", ["weather"])
+    for i in range(1, 11):
+        hub.publish(update("weather", big(i)), at(1))
+    assert weather.outbound.resync_pending
+    # never dropped silently: what does not fit closes the client (it reconnects and gets a SNAPSHOT)
+    for i in range(10):
+        hub.publish(update(None, big(i), broadcast=True), at(2))
+    assert weather.outbound.closing == CloseRequest(4008, "slow consumer", False)

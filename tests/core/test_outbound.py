@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from uipd.core.outbound import MAX_PENDING_SNAPSHOTS, CloseRequest, Kind, Offer, OutboundQueue
+from uipd.core.outbound import CloseRequest, Kind, Offer, OutboundQueue
 
 
 class Waker:
@@ -19,8 +21,9 @@ def test_offer_queues_in_order_and_counts_bytes() -> None:
     assert q.offer(b"b" * 20, Kind.UPDATE) is Offer.QUEUED
     assert q.offer(b"s" * 500, Kind.SNAPSHOT) is Offer.QUEUED
     assert len(q) == 3
-    assert q.queued_bytes == 30  # the SNAPSHOT is not counted
-    assert q.snapshots_pending == 1
+    assert q.queued_bytes == 30  # the SNAPSHOT is counted apart
+    assert q.queued_snapshot_bytes == 500
+    assert q.pending_bytes == 530
     assert q.take() == [b"a" * 10, b"b" * 20, b"s" * 500]
     assert len(q) == 0
 
@@ -65,18 +68,71 @@ def test_inflight_bytes_count_until_written() -> None:
     assert q.offer(b"y" * 20, Kind.UPDATE) is Offer.QUEUED
 
 
-def test_snapshots_bounded_by_count_not_bytes() -> None:
-    q = OutboundQueue(10)
-    for _ in range(MAX_PENDING_SNAPSHOTS):
-        assert q.offer(b"s" * 1000, Kind.SNAPSHOT) is Offer.QUEUED
-    assert q.offer(b"s", Kind.SNAPSHOT) is Offer.OVERFLOW
-    # Snapshots leave the byte bound untouched.
-    assert q.offer(b"c" * 10, Kind.CONTROL) is Offer.QUEUED
+def test_one_snapshot_on_top_of_the_bound_further_ones_within_it() -> None:
+    q = OutboundQueue(100)
+    # The first SNAPSHOT always fits, however large (a city's on connect).
+    assert q.offer(b"s" * 1000, Kind.SNAPSHOT) is Offer.QUEUED
+    # UPDATEs and replies are not measured against it: a reader is never resynced for it.
+    assert q.offer(b"u" * 100, Kind.UPDATE) is Offer.QUEUED
+    assert q.pending_bytes == 1100
+    # A second SNAPSHOT must fit in the bound with everything pending: it does not.
+    assert q.offer(b"t", Kind.SNAPSHOT) is Offer.OVERFLOW
     q.take()
-    assert q.offer(b"s", Kind.SNAPSHOT) is Offer.OVERFLOW  # still in flight
+    assert q.inflight_snapshot_bytes == 1000 and q.queued_snapshot_bytes == 0
+    assert q.offer(b"t", Kind.SNAPSHOT) is Offer.OVERFLOW  # still in flight
     q.written()
-    assert q.snapshots_pending == 0
-    assert q.offer(b"s", Kind.SNAPSHOT) is Offer.QUEUED
+    assert q.pending_bytes == 0
+    assert q.offer(b"t" * 10, Kind.SNAPSHOT) is Offer.QUEUED
+    assert q.offer(b"v" * 80, Kind.SNAPSHOT) is Offer.QUEUED  # 90 <= 100: fits the bound
+    assert q.offer(b"w" * 11, Kind.SNAPSHOT) is Offer.OVERFLOW
+    assert q.snapshot_bytes == 90
+
+
+def test_only_the_latest_pong_waits() -> None:
+    waker = Waker()
+    q = OutboundQueue(1000, waker)
+    q.offer(b"c1", Kind.CONTROL)
+    assert q.offer(b"pong-1", Kind.PONG) is Offer.QUEUED
+    q.offer(b"u1", Kind.UPDATE)
+    for i in range(2, 1000):
+        assert q.offer(b"pong-%d" % i, Kind.PONG) is Offer.QUEUED
+    assert q.take() == [b"c1", b"pong-999", b"u1"]
+    assert q.inflight_bytes == len(b"c1pong-999u1")
+    # The pong in flight is not replaced: the next ping's pong is queued after it.
+    assert q.offer(b"pong-a", Kind.PONG) is Offer.QUEUED
+    assert q.offer(b"pong-b", Kind.PONG) is Offer.QUEUED
+    assert q.take() == [b"pong-b"]
+    q.written()
+    assert q.pending_bytes == 0
+
+
+def test_pong_kept_by_resync_and_still_replaced() -> None:
+    q = OutboundQueue(1000)
+    q.offer(b"u1", Kind.UPDATE)
+    q.offer(b"p1", Kind.PONG)
+    q.offer(b"u2", Kind.UPDATE)
+    q.start_resync()
+    q.offer(b"p2", Kind.PONG)
+    assert q.take() == [b"p2"]
+
+
+def test_start_resync_again_is_o1() -> None:
+    """A resync already owed is not started again: today's quadratic ping flood (every overflowing
+    reply rebuilt the whole queue) is linear."""
+    waker = Waker()
+    q = OutboundQueue(1 << 30, waker)
+    q.offer(b"u", Kind.UPDATE)
+    for _ in range(20000):
+        q.offer(b"c", Kind.CONTROL)
+    q.start_resync()
+    assert q.dropped_updates == 1 and len(q) == 20000
+    calls = waker.calls
+    t0 = time.perf_counter()
+    for _ in range(2000):  # today: 2000 passes over 20000 frames, seconds
+        q.start_resync()
+    assert time.perf_counter() - t0 < 0.2
+    assert len(q) == 20000 and q.queued_bytes == 20000 and q.dropped_updates == 1
+    assert waker.calls == calls  # nothing new for the writer
 
 
 def test_start_resync_drops_queued_updates_only() -> None:

@@ -86,7 +86,7 @@ def test_non_ascii_stays_utf8() -> None:
     assert json.loads(payload)["message"] == welcome
 
     data = [{"id": "x", "name": "Ngã tư Hàng Xanh"}]
-    payload = wire.update_payload("cameras", data, (), "T", 1)
+    payload = wire.update_payload("cameras", wire.dumps(data), (), "T", 1)
     assert "Ngã tư Hàng Xanh".encode() in payload
     assert b"\\u" not in payload
 
@@ -104,21 +104,21 @@ def test_connection_frame_fields() -> None:
 
 
 def test_update_payload_optional_fields() -> None:
-    full = json.loads(wire.update_payload("cameras", [{"id": "1"}], ("2", "3"), "T", 5))
+    full = json.loads(wire.update_payload("cameras", b'[{"id":"1"}]', ("2", "3"), "T", 5))
     assert full == {"type": "UPDATE", "topic": "cameras", "data": [{"id": "1"}], "removed": ["2", "3"], "timestamp": "T", "seq": 5}
-    bare = json.loads(wire.update_payload(None, [], (), "T", None))
+    bare = json.loads(wire.update_payload(None, b"[]", (), "T", None))
     assert bare == {"type": "UPDATE", "data": [], "timestamp": "T"}
 
 
 def test_alert_payload() -> None:
-    assert json.loads(wire.alert_payload("accidents", {"sev": "high"}, "T", 2)) == {
+    assert json.loads(wire.alert_payload("accidents", b'{"sev":"high"}', "T", 2)) == {
         "type": "ALERT",
         "topic": "accidents",
         "data": {"sev": "high"},
         "timestamp": "T",
         "seq": 2,
     }
-    assert json.loads(wire.alert_payload(None, "x", "T", None)) == {"type": "ALERT", "data": "x", "timestamp": "T"}
+    assert json.loads(wire.alert_payload(None, b'"x"', "T", None)) == {"type": "ALERT", "data": "x", "timestamp": "T"}
 
 
 def test_small_frames() -> None:

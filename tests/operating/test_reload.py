@@ -4,14 +4,23 @@ new source (and its topic), and an invalid file that leaves the running config i
 from __future__ import annotations
 
 import json
+import logging
 import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
+from attrs import frozen
 
 from tests.operating.support import NotifySocket, Uipd, free_port, metric, parse_metrics, write_config
 from tests.wsclient import RawClient
+from uipd.config import load
+from uipd.daemon import Daemon
+from uipd.plugin import SourceType, hookimpl
+from uipd.sources.registry import PluginRegistry
 
 
 def config_tables(tmp_path: Path, ws: int, api: int, welcome: str, lots_feed: str, extra_sources: dict | None = None) -> dict:
@@ -106,3 +115,170 @@ async def test_sighup_reload_keeps_clients(tmp_path):
     assert "reload failed, keeping the running configuration" in err
     assert "server.port: expected an integer" in err
     assert "Traceback" not in err
+
+
+# -- reload faults and details, on a daemon in the test's nursery (the file re-read is real) -----
+
+
+@frozen
+class TagOptions:
+    tag: str = ""
+
+
+class Plugins:
+    """An inline source type whose behaviour the test switches: ``make`` replaces what ``create``
+    does; its sources take 0.3 s to end when cancelled (a cleanup)."""
+
+    make: Callable[[TagOptions], object] | None = None
+    running = 0
+    most_running = 0
+    events: list[str] = []
+
+    class SlowStop:
+        topics = ("slow",)
+
+        def __init__(self, options: TagOptions) -> None:
+            self.tag = options.tag
+
+        async def run(self, publisher) -> None:
+            Plugins.running += 1
+            Plugins.most_running = max(Plugins.most_running, Plugins.running)
+            Plugins.events.append(f"start {self.tag}")
+            publisher.ready()
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):  # e.g. closing a session upstream
+                    await trio.sleep(0.3)
+                Plugins.running -= 1
+                Plugins.events.append(f"end {self.tag}")
+
+    @classmethod
+    def create(cls, options: TagOptions) -> object:
+        return (cls.make or cls.SlowStop)(options)
+
+    @hookimpl
+    def uipd_source_types(self) -> list[SourceType]:
+        return [SourceType("slowstop", TagOptions, Plugins.create)]
+
+
+@asynccontextmanager
+async def daemon_on(path: Path) -> AsyncIterator[Daemon]:
+    """A daemon loaded from ``path`` (so reload re-reads it) in the test's nursery."""
+    Plugins.make, Plugins.running, Plugins.most_running, Plugins.events = None, 0, 0, []
+    daemon = Daemon(load(path), PluginRegistry.discover([("slowstop", Plugins())]))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.run)
+        try:
+            yield daemon
+        finally:
+            daemon.request_shutdown()
+
+
+def tables(**server: object) -> dict:
+    return {
+        "server": {"host": "127.0.0.1", "port": 0, "drain_timeout": 1.0, **server},
+        "api": {"port": 0},
+        "sources.s": {"plugin": "slowstop", "tag": "one"},
+    }
+
+
+async def still_serving(daemon: Daemon) -> None:
+    client = await RawClient.connect(daemon.ws_port)
+    hello, _ = await client.handshake_messages()
+    assert hello["type"] == "connection"
+    await client.send_json({"action": "ping"})
+    await client.recv_until(lambda m: m["type"] == "PONG")
+    await client.aclose()
+
+
+def _raise(exc: BaseException) -> object:
+    raise exc
+
+
+class _NoTopics:
+    async def run(self, publisher: object) -> None:
+        pass
+
+
+class _StringTopics(_NoTopics):
+    topics = "slow"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda options: _raise(RuntimeError("create failed")),
+        lambda options: _raise(KeyError("missing")),
+        lambda options: _NoTopics(),
+        lambda options: _StringTopics(),
+    ],
+    ids=["RuntimeError", "KeyError", "no topics", "topics as a string"],
+)
+async def test_a_plugin_failing_on_reload_fails_only_the_reload(tmp_path, caplog, make):
+    path = write_config(tmp_path / "u.toml", tables())
+    async with daemon_on(path) as d:
+        write_config(path, {**tables(welcome="new"), "sources.s": {"plugin": "slowstop", "tag": "two"}})
+        Plugins.make = make
+        assert await d.reload() is False
+        assert d.reloads == {"failed": 1}
+        assert d.config.server.welcome != "new"  # kept whole
+        assert [s.name for s in d.sources] == ["s"] and Plugins.events == ["start one"]
+        await still_serving(d)
+    failures = [r.getMessage() for r in caplog.records if "reload failed, keeping the running configuration" in r.getMessage()]
+    assert len(failures) == 1 and "sources.s:" in failures[0]
+
+
+async def test_a_reload_failing_halfway_through_apply_leaves_the_daemon_serving(tmp_path, caplog, monkeypatch):
+    path = write_config(tmp_path / "u.toml", tables())
+    async with daemon_on(path) as d:
+        start = Daemon.start_source
+
+        async def failing_start(self: Daemon, cs: object) -> None:
+            raise RuntimeError("cannot start on purpose")
+
+        monkeypatch.setattr(Daemon, "start_source", failing_start)
+        write_config(path, {**tables(), "sources.s": {"plugin": "slowstop", "tag": "two"}})
+        assert await d.reload() is False
+        assert d.reloads == {"failed": 1}
+        await still_serving(d)
+        assert d.configured_sources == []  # the old one stopped, the new one never started: what runs now
+        assert any("reload failed while applying" in r.getMessage() and "cannot start on purpose" in r.getMessage() for r in caplog.records)
+        monkeypatch.setattr(Daemon, "start_source", start)
+        assert await d.reload() is True  # the next reload starts what is missing
+        assert [cs.name for cs in d.configured_sources] == ["s"] and Plugins.events[-1] == "start two"
+
+
+async def test_a_changed_source_is_replaced_only_after_the_old_task_ended(tmp_path):
+    path = write_config(tmp_path / "u.toml", tables())
+    async with daemon_on(path) as d:
+        write_config(path, {**tables(), "sources.s": {"plugin": "slowstop", "tag": "two"}})
+        assert await d.reload() is True
+        assert Plugins.events == ["start one", "end one", "start two"]
+        assert Plugins.most_running == 1
+
+
+async def test_broker_changes_on_reload_are_warned_about(tmp_path, caplog):
+    path = write_config(tmp_path / "u.toml", tables())
+    async with daemon_on(path) as d:
+        write_config(path, {**tables(), "broker": {"prefix": "other", "lease_ttl": 9.0}})
+        with caplog.at_level(logging.WARNING, logger="uipd.reload"):
+            assert await d.reload() is True
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "uipd.reload"]
+    assert warnings == ["reload: broker.prefix, broker.lease_ttl changed: takes effect only after a restart"]
+
+
+async def test_new_rate_limits_reach_connected_clients(tmp_path):
+    path = write_config(tmp_path / "u.toml", tables(rate_limit=100.0, rate_burst=200))
+    async with daemon_on(path) as d:
+        client = await RawClient.connect(d.ws_port)
+        await client.handshake_messages()
+        write_config(path, tables(rate_limit=0.5, rate_burst=2, rate_limit_strikes=2))
+        assert await d.reload() is True
+        for _ in range(4):
+            await client.send_json({"action": "ping"})
+        replies = [await client.recv_until(lambda m: m["type"] in ("PONG", "ERROR")) for _ in range(4)]
+        assert [m["type"] for m in replies] == ["PONG", "PONG", "ERROR", "ERROR"]
+        assert replies[2]["error"]["code"] == "rate_limited"
+        await client.send_json({"action": "ping"})  # the third strike in a row: closed 1008
+        assert await client.expect_close() == 1008

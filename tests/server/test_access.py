@@ -102,15 +102,30 @@ async def test_allowed_origins(daemon_factory):
         assert d.refusals["forbidden_origin"] == 1
 
 
-async def test_tls_serves_wss(daemon_factory, tmp_path):
+async def test_a_repeated_origin_cannot_slip_past_the_allow_list(daemon_factory):
+    """Two Origin headers, "evil" then "good": the last one was checked, and the handshake passed."""
+    async with daemon_factory({"server": {"allowed_origins": ["https://city.example"]}}) as d:
+        evil_then_good = [(b"origin", b"https://evil.example"), (b"origin", b"https://city.example")]
+        assert await refused(d.ws_port, headers=evil_then_good) == 400
+        assert await refused(d.ws_port, headers=evil_then_good[::-1]) == 400
+        assert d.refusals == {"duplicate_header": 2}
+        assert not d.connections
+
+
+def tls_files(tmp_path) -> tuple[dict, ssl.SSLContext]:
+    """A [server] table serving wss:// with a fresh CA's certificate, and a client context trusting it."""
     ca = trustme.CA()
     cert = ca.issue_cert("localhost", "127.0.0.1")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
     cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    config = {"server": {"tls_cert": str(tmp_path / "server.pem"), "tls_key": str(tmp_path / "key.pem")}}
-    async with daemon_factory(config) as d:
-        client_ctx = ssl.create_default_context()
-        ca.configure_trust(client_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    return {"tls_cert": str(tmp_path / "server.pem"), "tls_key": str(tmp_path / "key.pem")}, client_ctx
+
+
+async def test_tls_serves_wss(daemon_factory, tmp_path):
+    server, client_ctx = tls_files(tmp_path)
+    async with daemon_factory({"server": server}) as d:
         c = await RawClient.connect(d.ws_port, ssl_context=client_ctx)
         hello, snapshot = await c.handshake_messages()
         assert hello["type"] == "connection" and snapshot["type"] == "SNAPSHOT"
@@ -136,6 +151,47 @@ async def test_max_clients_and_per_address_limits(daemon_factory):
         assert await refused(d.ws_port) == 429
         assert len(kept) == 2
         assert d.refusals["too_many_per_ip"] == 1
+
+
+async def test_concurrent_tls_handshakes_do_not_overshoot_max_clients(daemon_factory, tmp_path):
+    """With TLS the 101 is written with an await between admission and registration: handshakes
+    admitted meanwhile did not see each other, and more than max_clients got in."""
+    server, client_ctx = tls_files(tmp_path)
+    async with daemon_factory({"server": {**server, "max_clients": 3}}) as d:
+        accepted: list[RawClient] = []
+        statuses: list[int] = []
+        most = 0
+
+        async def one() -> None:
+            try:
+                accepted.append(await RawClient.connect(d.ws_port, ssl_context=client_ctx))
+            except Rejected as rej:
+                statuses.append(rej.status)
+
+        async def watch() -> None:
+            nonlocal most
+            while True:
+                most = max(most, len(d.connections))
+                await trio.sleep(0)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            async with trio.open_nursery() as clients:
+                for _ in range(12):
+                    clients.start_soon(one)
+            nursery.cancel_scope.cancel()
+        assert len(accepted) == 3 and most == 3, (len(accepted), most, statuses)
+        assert statuses == [503] * 9 and d.refusals == {"too_many_clients": 9}
+        for c in accepted:
+            await c.aclose()
+        with trio.fail_after(5):
+            while d.connections:
+                await trio.sleep(0.01)
+        # every slot was given back: by the refused handshakes, and by the closed connections
+        accepted = [await RawClient.connect(d.ws_port, ssl_context=client_ctx) for _ in range(3)]
+        assert await refused(d.ws_port, ssl_context=client_ctx) == 503
+        for c in accepted:
+            await c.aclose()
 
 
 async def test_subscription_limit(daemon_factory):

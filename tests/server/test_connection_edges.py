@@ -8,6 +8,7 @@ from __future__ import annotations
 import ssl
 import struct
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -16,6 +17,8 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
 from tests.conftest import connect, running_daemon
+from tests.operating.support import metric, parse_metrics
+from tests.server.test_access import tls_files
 from tests.wsclient import RawClient
 from uipd.core.publish import from_api_body
 from uipd.server.clock import now
@@ -212,6 +215,70 @@ async def test_a_request_head_over_16_kib_gets_400():
             assert answer.startswith(b"HTTP/1.1 400"), (size, answer[:60])
 
 
+def upgrade_request(port: int, *, drop: tuple[str, ...] = (), extra: tuple[str, ...] = (), first: str = "GET / HTTP/1.1") -> bytes:
+    """A handshake without the headers named in ``drop`` (by prefix) and with ``extra`` lines."""
+    lines = [line for line in handshake_bytes(port).decode().split("\r\n")[1:] if line and not line.startswith(drop)]
+    return ("\r\n".join([first, *lines, *extra]) + "\r\n\r\n").encode()
+
+
+KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+OTHER_KEY = "Sec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA=="
+
+
+@pytest.mark.parametrize(
+    ("request_of", "status", "reason"),
+    [
+        (lambda p: upgrade_request(p, extra=(OTHER_KEY,)), 400, "duplicate_header"),
+        (lambda p: upgrade_request(p, extra=(KEY,)), 400, "duplicate_header"),
+        (lambda p: upgrade_request(p, extra=("Sec-WebSocket-Version: 13",)), 400, "duplicate_header"),
+        (lambda p: upgrade_request(p, extra=("Origin: https://a.example", "Origin: https://b.example")), 400, "duplicate_header"),
+        (lambda p: upgrade_request(p, extra=("Upgrade: websocket",)), 400, "duplicate_header"),
+        (lambda p: upgrade_request(p, extra=("Authorization: Bearer a", "Authorization: Bearer b")), 400, "duplicate_header"),
+    ],
+    ids=["two keys", "one key twice", "two versions", "two origins", "two upgrades", "two authorizations"],
+)
+async def test_a_repeated_unique_header_is_refused_400(request_of, status, reason):
+    """Two Sec-WebSocket-Key headers got a 101 whose accept matched neither (wsproto joins them);
+    two Origins: the last one won.  RFC 6455 11.3.1/11.3.5: these appear once."""
+    async with running_daemon({"heartbeat": QUIET_HEARTBEAT}) as d:
+        answer = await _answer_to(d.ws_port, request_of(d.ws_port))
+        assert answer.startswith(b"HTTP/1.1 %d" % status), answer[:80]
+        assert d.refusals == {reason: 1}
+        assert not d.connections and not d.hub.sessions
+
+
+async def test_every_refused_handshake_is_counted_by_reason():
+    """uipd_handshakes_refused_total counted 3 of the ~22 ways a handshake is refused: none of the
+    400/426 answers wsproto, h11 or the handshake itself give."""
+    async with running_daemon({"heartbeat": QUIET_HEARTBEAT}) as d:
+        p = d.ws_port
+        cases = [
+            (upgrade_request(p, drop=("Upgrade",)), 400, "bad_request"),
+            (upgrade_request(p, drop=("Connection",)), 400, "bad_request"),
+            (upgrade_request(p, drop=("Sec-WebSocket-Key",)), 400, "bad_request"),
+            (upgrade_request(p, drop=("Sec-WebSocket-Version",)), 400, "bad_request"),
+            (upgrade_request(p, drop=("Sec-WebSocket-Version",), extra=("Sec-WebSocket-Version: 8",)), 426, "unsupported_version"),
+            (upgrade_request(p, first="POST / HTTP/1.1"), 400, "bad_request"),
+            (upgrade_request(p, first="GET / HTTP/1.0"), 400, "bad_request"),
+            (upgrade_request(p, extra=("Host: other.example",)), 400, "bad_request"),  # h11: two Host headers
+            (upgrade_request(p, drop=("Sec-WebSocket-Key",), extra=("Sec-WebSocket-Key: short",)), 400, "bad_request"),
+            (b"\x16\x03\x01 not http at all\r\n\r\n", 400, "bad_request"),
+            (handshake_bytes(p, extra=f"X-Pad: {'a' * 20_000}\r\n"), 400, "request_too_large"),
+            (upgrade_request(p, extra=(OTHER_KEY,)), 400, "duplicate_header"),
+            (upgrade_request(p, first="GET /elsewhere HTTP/1.1"), 404, "not_found"),
+        ]
+        expected: dict[str, int] = {}
+        for request, status, reason in cases:
+            answer = await _answer_to(p, request)
+            assert answer.startswith(b"HTTP/1.1 %d" % status), (reason, answer[:80])
+            expected[reason] = expected.get(reason, 0) + 1
+            assert d.refusals == expected, (reason, dict(d.refusals))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{d.api_port}") as api:
+            samples = parse_metrics((await api.get("/metrics")).text)
+        for reason, n in expected.items():
+            assert metric(samples, "uipd_handshakes_refused_total", reason=reason) == n, reason
+
+
 # -- guarantees that hold (these pass) -----------------------------------------------------------
 
 
@@ -375,6 +442,28 @@ async def test_pipelined_frames_split_across_reads_and_a_pipelined_close():
         # what must hold is that the close is answered and is the last frame
         assert frames_back[-1][0] == 0x8 and struct.unpack("!H", frames_back[-1][1][:2])[0] == 1000
         await s.aclose()
+
+
+async def test_a_wss_client_gets_one_writer_task_not_one_per_flush(tmp_path):
+    """TLS has no synchronous write path, so every flusher pass started a writer task that ended
+    when the queue ran dry: uipd_writer_tasks_started_total followed the message rate."""
+    server, ctx = tls_files(tmp_path)
+    async with running_daemon({"server": server, "heartbeat": QUIET_HEARTBEAT}) as d:
+        c = await RawClient.connect(d.ws_port, ssl_context=ctx)
+        await c.handshake_messages()
+        await c.send_json({"action": "subscribe", "topics": ["accidents"]})
+        await c.recv_json()
+        before = d.flusher.writer_starts
+        for i in range(40):  # one publish per scheduler round: 40 flusher passes
+            publish(d, 1, start=i)
+            assert (await c.recv_json())["data"][0]["n"] == i
+        assert d.flusher.writer_starts - before <= 1, d.flusher.writer_starts - before
+        await c.send_bytes(b"\x01")  # the parked writer still closes it
+        assert await c.expect_close() == 1003
+        with trio.fail_after(5):
+            while d.connections:
+                await trio.sleep(0.02)
+        await c.aclose()
 
 
 async def test_tls_close_flows_and_large_writes(tmp_path):

@@ -9,10 +9,12 @@ from __future__ import annotations
 import hmac
 import importlib.resources
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
+import trio
 
 from uipd.core import publish
 from uipd.core.errors import PublishError
@@ -67,6 +69,33 @@ _CONTENT_TYPES = {
 
 _WS_META = b'<meta name="uipd-ws" content="">'
 
+_JSON_CONTENT_TYPE = re.compile(rb"application/json\s*(;\s*charset=\"?utf-8\"?\s*)?", re.IGNORECASE)
+_SAFE_METHODS = ("GET", "HEAD")
+
+
+def cross_site(scope: Scope, allowed_origins: tuple[str, ...]) -> bool:
+    """Whether a request comes from a web page of another origin (a browser's cross-site request).
+
+    A browser sends ``Origin`` with every POST and every CORS request: it must be the API's own
+    origin (``scheme://`` plus the request's ``Host``: the dashboard's page) or a listed one; every
+    ``Origin`` header counts when there are several.  Without ``Origin`` (curl, the CLI, Prometheus,
+    a broker's notifications), ``Sec-Fetch-Site`` is the other browser signal: a request that may
+    change something is refused when it says the page was of another origin.  A GET navigation
+    from a link on another site (no ``Origin``) still opens the dashboard.
+    """
+    headers = scope["headers"]
+    origins = [v.decode("latin-1").lower().rstrip("/") for k, v in headers if k == b"origin"]
+    if origins:
+        host = next((v.decode("latin-1").lower() for k, v in headers if k == b"host"), None)
+        accepted = {o.lower().rstrip("/") for o in allowed_origins}
+        if host is not None:
+            accepted.add(f"{scope.get('scheme', 'http')}://{host}")
+        return any(o not in accepted for o in origins)
+    if scope["method"] in _SAFE_METHODS:
+        return False
+    site = next((v for k, v in headers if k == b"sec-fetch-site"), None)
+    return site is not None and site.lower() not in (b"same-origin", b"none")
+
 
 def _static_file(scope: Scope, websocket: str = "") -> tuple[int, Any, bytes]:
     """The dashboard: ``/`` is ``static/index.html``; ``/static/NAME`` a file shipped in the package."""
@@ -98,6 +127,8 @@ class ApiApp:
         max_body_bytes: int = 1024 * 1024,
         dashboard: bool = True,
         metrics: Callable[[], tuple[bytes, str]] | None = None,
+        allowed_origins: tuple[str, ...] = (),
+        request_timeout: float = 5.0,
     ) -> None:
         self.backend = backend
         self.metrics = metrics
@@ -106,6 +137,11 @@ class ApiApp:
         self.key = key
         self.max_body_bytes = max_body_bytes
         self.dashboard = dashboard
+        self.allowed_origins = allowed_origins
+        """Browser origins allowed besides the API's own (see :func:`cross_site`)."""
+        self.request_timeout = request_timeout
+        """Seconds from a request's head to the end of its body (the head itself is bounded by
+        hypercorn's idle timeout, see :mod:`uipd.api.server`)."""
         self._routes: dict[str, tuple[str, Callable[[Scope, Receive], Awaitable[tuple[int, Any]]]]] = {
             "/healthz": ("GET", self._healthz),
             "/readyz": ("GET", self._readyz),
@@ -128,6 +164,8 @@ class ApiApp:
         headers: tuple[tuple[bytes, bytes], ...] = ()
         content_type = b"application/json"
         try:
+            if cross_site(scope, self.allowed_origins):
+                raise _Reject(403, "forbidden_origin", "cross-site requests are refused (add the origin to [api] allowed_origins)")
             if scope["path"].startswith("/sources/"):
                 status, body, content_type = await self._source_route(scope, receive)
             elif scope["path"] == "/metrics" and self.metrics is not None:
@@ -195,6 +233,11 @@ class ApiApp:
             raise _Reject(401, "unauthorized", "missing or wrong API key", ((b"www-authenticate", b"Bearer"),))
 
     async def _read_json(self, scope: Scope, receive: Receive) -> Any:
+        # A browser sends text/plain, form or multipart bodies cross-site without a CORS preflight;
+        # application/json needs one (which this API never grants), so only JSON is read.
+        content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
+        if not _JSON_CONTENT_TYPE.fullmatch(content_type):
+            raise _Reject(415, "unsupported_media_type", "send the body as Content-Type: application/json")
         body = await self._read_body(scope, receive)
         try:
             return orjson.loads(body)
@@ -207,18 +250,22 @@ class ApiApp:
             raise _Reject(413, "too_large", f"body over {self.max_body_bytes} bytes")
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Reject(400, "bad_request", "client went away")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise _Reject(413, "too_large", f"body over {self.max_body_bytes} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+        # One deadline for the whole body: hypercorn bounds only the gap between reads, which a
+        # client trickling a byte at a time never hits.
+        with trio.move_on_after(self.request_timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Reject(400, "bad_request", "client went away")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise _Reject(413, "too_large", f"body over {self.max_body_bytes} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+        # the unread rest of the body makes hypercorn close the connection after this answer
+        raise _Reject(408, "request_timeout", f"the body did not arrive within {self.request_timeout:g} s", ((b"connection", b"close"),))
 
     def _metrics(self, scope: Scope) -> tuple[int, Any, bytes]:
         if scope["method"] not in ("GET", "HEAD"):

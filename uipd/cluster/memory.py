@@ -23,8 +23,8 @@ class MemoryBroker:
     def ready(self) -> bool:
         return True
 
-    def submit(self, pub: Publication) -> PublishResult:
-        return self.hub.publish(pub, self.now())
+    def submit(self, pub: Publication, source: str = "", on_lost: Callable[[], None] | None = None) -> PublishResult:
+        return self.hub.publish(pub, self.now())  # applied or raised here: never lost later
 
     async def publish(self, pub: Publication) -> PublishResult:
         return self.submit(pub)

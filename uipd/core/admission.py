@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from attrs import frozen
 
@@ -17,8 +17,9 @@ from attrs import frozen
 class Refusal:
     status: int
     reason: str
-    """A short key (``not_found``, ``shutting_down``, ``forbidden_origin``, ``unauthorized``,
-    ``too_many_clients``, ``too_many_per_ip``, ``timeout``), used for logs and metrics."""
+    """A short key (``bad_request``, ``unsupported_version``, ``request_too_large``,
+    ``duplicate_header``, ``not_found``, ``shutting_down``, ``forbidden_origin``,
+    ``unauthorized``, ``too_many_clients``, ``too_many_per_ip``), used for logs and metrics."""
 
     @property
     def body(self) -> bytes:
@@ -26,12 +27,35 @@ class Refusal:
 
 
 BAD_REQUEST = Refusal(400, "bad_request")
+UNSUPPORTED_VERSION = Refusal(426, "unsupported_version")
+"""A Sec-WebSocket-Version other than 13 (answered with the version we speak)."""
+REQUEST_TOO_LARGE = Refusal(400, "request_too_large")
+DUPLICATE_HEADER = Refusal(400, "duplicate_header")
 NOT_FOUND = Refusal(404, "not_found")
 SHUTTING_DOWN = Refusal(503, "shutting_down")
 FORBIDDEN_ORIGIN = Refusal(403, "forbidden_origin")
 UNAUTHORIZED = Refusal(401, "unauthorized")
 TOO_MANY_CLIENTS = Refusal(503, "too_many_clients")
 TOO_MANY_PER_IP = Refusal(429, "too_many_per_ip")
+
+
+UNIQUE_HEADERS = frozenset({"sec-websocket-key", "sec-websocket-version", "origin", "upgrade", "authorization"})
+"""Request headers that must appear once (RFC 6455 11.3.1, 11.3.5; RFC 6454 7.3 for Origin).
+Parsers read a repeated one differently: wsproto joins two keys into one value (the 101 then
+carries an accept that matches neither), a dict keeps the last Origin (so ``evil`` then ``good``
+would pass the allow-list).  Upgrade is a list header in HTTP, but RFC 6455 asks for one
+``websocket`` value and wsproto reads only the last.  Host is checked by h11 (400 too)."""
+
+
+def request_headers(pairs: Iterable[tuple[bytes, bytes]]) -> dict[str, str] | Refusal:
+    """The request's headers by lower-case name, or the refusal of a repeated unique one."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in pairs:
+        name = raw_name.decode("latin-1").lower()
+        if name in headers and name in UNIQUE_HEADERS:
+            return DUPLICATE_HEADER
+        headers[name] = raw_value.decode("latin-1")
+    return headers
 
 
 def valid_key(key: str | None) -> bool:

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import Any, Literal
 
-from attrs import define, field, frozen
+from attrs import Factory, define, field, frozen
 
 from uipd.core import wire
+from uipd.core.assembly import CLOSE_MESSAGE_TOO_BIG, CLOSE_REASONS, MessageAssembler, Piece, over_limit
 from uipd.core.clock import Instant
 from uipd.core.errors import ClientError, UnknownTopic
 from uipd.core.messages import Ping, SnapshotRequest, Subscribe, Unsubscribe, parse_client_message
@@ -46,6 +47,11 @@ class HubSettings:
     rate_burst: float = 200.0
     rate_limit_strikes: int = 20
     max_subscriptions: int = 256
+    max_message_bytes: int = 64 * 1024
+    max_fragments: int = 128
+    snapshot_budget_bytes: float = 128 * 1024
+    """Bytes per second of requested SNAPSHOTs per client; 0: no budget."""
+    snapshot_burst_bytes: float = 4 * 1024 * 1024
 
 
 @define(eq=False)
@@ -64,6 +70,10 @@ class Session:
     """The topics this client may subscribe to (a JWT ``topics`` claim); None: every topic."""
     expires_at: float | None = None
     """Monotonic time its credentials expire; it is closed 4001 then."""
+    assembly: MessageAssembler | None = None
+    """The fragmented message being received, if one is (made when it starts: idle clients hold none)."""
+    snapshot_budget: TokenBucket | None = None
+    """Bytes of requested SNAPSHOTs (made at the first request, full: as if made at connect)."""
 
     def may_receive(self, topic: str) -> bool:
         return self.allowed_topics is None or topic in self.allowed_topics
@@ -81,6 +91,8 @@ class HeartbeatPlan:
     """Sessions to ping now, with the ping payload (the shell watches for its pong)."""
     dead: list[Session]
     """Sessions whose last sign of life is older than the timeout: drop them."""
+    failed: list[tuple[Session, Exception]] = Factory(list)
+    """Sessions whose check raised (a bug), with the error: drop them."""
 
 
 @define
@@ -169,13 +181,22 @@ class Hub:
             allowed_topics=allowed_topics,
             expires_at=None if expires_in is None else now.mono + expires_in,
         )
-        self.sessions[client_id] = session
-        self._index(session)
-        self.counters.connections += 1
+        # Atomic: both frames are built before the client is registered anywhere, so a connect
+        # that raises (a SNAPSHOT that cannot be built, a default topic the table lacks) leaves
+        # nothing behind, and the shell's connection is woken only by a session that exists.
         names = session.subscriptions.effective(self.topics.names)
         offered = [t for t in self.topics.names if session.may_receive(t)]
-        self.reply(session, wire.connection_frame(s.welcome, now.iso, round(s.heartbeat_interval * 1000), client_id, offered))
-        self.reply(session, self.topics.snapshot_frame(names, now.mono, now.iso), Kind.SNAPSHOT)
+        hello = wire.connection_frame(s.welcome, now.iso, round(s.heartbeat_interval * 1000), client_id, offered)
+        snapshot = self.topics.snapshot_frame(names, now.mono, now.iso)
+        try:
+            self._index(session)
+        except Exception:
+            self._unindex(session)
+            raise
+        self.sessions[client_id] = session
+        self.counters.connections += 1
+        self.reply(session, hello)
+        self.reply(session, snapshot, Kind.SNAPSHOT)
         return session
 
     def reply(self, session: Session, frame: bytes, kind: Kind = Kind.CONTROL) -> None:
@@ -203,15 +224,61 @@ class Hub:
 
     # -- client messages --------------------------------------------------------------------------
 
-    def receive(self, session: Session, text: str, now: Instant) -> None:
-        """Handle one client text frame; replies and closes are queued on the session."""
-        verdict = session.rate.take(now.mono)
+    def receive_piece(self, session: Session, piece: str, frame_finished: bool, message_finished: bool, now: Instant) -> None:
+        """Handle one piece of a client text message, as the frame layer decoded it (a frame, or
+        the part of one that has arrived).  A message in one piece is handled at once; the pieces
+        of any other are gathered in the session's :class:`MessageAssembler`, bounded in bytes
+        and frames (close 1009), and each frame that ends without ending the message takes a
+        token from the rate limit like a message: an endless fragment stream is throttled, then
+        closed 1008."""
+        if session.outbound.closing is not None:
+            return  # a closing connection reads only to reach the peer's close
+        s = self.settings
+        assembly = session.assembly
+        if assembly is None:
+            if message_finished:
+                if over_limit(piece, s.max_message_bytes):
+                    session.outbound.request_close(CLOSE_MESSAGE_TOO_BIG, CLOSE_REASONS[Piece.TOO_BIG], flush=False)
+                else:
+                    self.receive(session, piece, now)
+                return
+            assembly = session.assembly = MessageAssembler(s.max_message_bytes, s.max_fragments)
+        verdict = assembly.feed(piece, frame_finished, message_finished)
+        if verdict is Piece.PARTIAL:
+            return
+        if verdict is Piece.FRAGMENT:
+            self._rate_check(session, now.mono, now)
+            return
+        session.assembly = None
+        if verdict is Piece.COMPLETE:
+            self.receive(session, assembly.text(), now)
+        else:
+            session.outbound.request_close(CLOSE_MESSAGE_TOO_BIG, CLOSE_REASONS[verdict], flush=False)
+
+    def ping(self, session: Session, pong: bytes, now: float) -> None:
+        """A WebSocket ping from the client, to be answered with ``pong`` (the shell frames it).
+
+        It takes a token from the client's rate limit like a message; one over the limit is not
+        answered (a control frame gets no ERROR message), and a flood is closed 1008.  The pong
+        counts against the queue bound, and at most one waits in the queue (``Kind.PONG``)."""
+        if session.outbound.closing is None and self._rate_check(session, now, None) is RateVerdict.OK:
+            self.reply(session, pong, Kind.PONG)
+
+    def _rate_check(self, session: Session, mono: float, answer_at: Instant | None) -> RateVerdict:
+        """Take a token for one frame the client sent.  Past the strikes the connection is closed
+        1008; a limited data frame is answered with ERROR ``rate_limited`` (``answer_at``, its
+        timestamp), a limited control frame (None) is not answered."""
+        verdict = session.rate.take(mono)
         if verdict is RateVerdict.CLOSE:
             self.counters.rate_limit_closes += 1
             session.outbound.request_close(CLOSE_POLICY_VIOLATION, "rate limit exceeded", flush=True)
-            return
-        if verdict is RateVerdict.LIMITED:
-            self._error(session, ClientError("rate_limited", "too many messages; slow down"), now)
+        elif verdict is RateVerdict.LIMITED and answer_at is not None:
+            self._error(session, ClientError("rate_limited", "too many messages; slow down"), answer_at)
+        return verdict
+
+    def receive(self, session: Session, text: str, now: Instant) -> None:
+        """Handle one whole client text message; replies and closes are queued on the session."""
+        if self._rate_check(session, now.mono, now) is not RateVerdict.OK:
             return
         try:
             request = parse_client_message(text)
@@ -234,9 +301,32 @@ class Hub:
                     self._check_allowed(session, request.topics)
                     wanted = set(request.topics)
                     names = [t for t in self.topics.names if ALL in wanted or t in wanted]
-                self.reply(session, self.topics.snapshot_frame(names, now.mono, now.iso), Kind.SNAPSHOT)
+                self._requested_snapshot(session, names, now)
         except ClientError as err:
             self._error(session, err, now)
+
+    def _requested_snapshot(self, session: Session, names: list[str], now: Instant) -> None:
+        """Queue a SNAPSHOT the client asked for (``snapshot``, or ``subscribe`` with ``snapshot``).
+
+        Each client has a budget of requested SNAPSHOT bytes per second (a token bucket of
+        ``snapshot_budget_bytes`` a second, ``snapshot_burst_bytes`` deep; one larger than the
+        burst is served when the bucket is full and leaves it in debt): a 41-byte request must
+        not buy a megabyte at the message rate.  Over the budget, or when the SNAPSHOT does not
+        fit the client's byte bound (one is still on its way: see :mod:`uipd.core.outbound`),
+        the request gets ERROR ``rate_limited`` and no frame is built.  The connect and resync
+        SNAPSHOTs are the server's, never refused, and not charged."""
+        s = self.settings
+        budget = session.snapshot_budget
+        if budget is None:
+            budget = session.snapshot_budget = TokenBucket.start(s.snapshot_budget_bytes, s.snapshot_burst_bytes, None, now.mono)
+        cost = self.topics.snapshot_cost(names)
+        queue = session.outbound
+        refused = ClientError("rate_limited", "snapshot requests past this client's budget (bytes per second, one still on its way); ask less often")
+        if not queue.snapshot_fits(cost) or budget.take(now.mono, cost) is not RateVerdict.OK:
+            raise refused
+        # Checked above but for the frame's envelope (a few dozen bytes): refused, not a slow consumer.
+        if queue.offer(self.topics.snapshot_frame(names, now.mono, now.iso, requested=True), Kind.SNAPSHOT) is Offer.OVERFLOW:
+            raise refused
 
     def _subscribe(self, session: Session, request: Subscribe, now: Instant) -> None:
         self._check_known(request.topics)
@@ -254,7 +344,7 @@ class Hub:
         self.reply(session, wire.subscribed_frame(session.subscriptions.names, now.iso))
         if request.snapshot:
             added = [t for t in session.subscriptions.effective(self.topics.names) if t not in before]
-            self.reply(session, self.topics.snapshot_frame(added, now.mono, now.iso), Kind.SNAPSHOT)
+            self._requested_snapshot(session, added, now)
 
     def _check_allowed(self, session: Session, names: Iterable[str]) -> None:
         if session.allowed_topics is None:
@@ -277,39 +367,54 @@ class Hub:
     # -- publishing -------------------------------------------------------------------------------
 
     def publish(self, pub: Publication, now: Instant, *, seq: int | None = None) -> PublishResult:
-        """Apply a publication to topic state and queue it, encoded and framed once, for its recipients.
+        """Apply a publication to topic state and queue it, framed once, for its recipients.
 
+        Atomic: the publication's data was checked and encoded when it was built, and its frame is
+        built here before state, seq or counters change; a publish that raises changed nothing.
         ``seq`` is given when the cluster assigned it (the Redis broker); by default it is the
         topic's next."""
+        state = None
         if pub.topic is not None:
             state = self.topics.get(pub.topic)
             if state is None:
                 raise UnknownTopic(pub.topic)
-            if pub.kind == "UPDATE":
-                self.topics.apply(pub.topic, pub.upserts, pub.removed)
-            state.seq = state.seq + 1 if seq is None else seq
-            seq = state.seq
+            seq = state.seq + 1 if seq is None else seq
         else:
             seq = None
         if pub.kind == "UPDATE":
-            payload = wire.update_payload(pub.topic, pub.data, pub.removed, now.iso, seq)
+            payload = wire.update_payload(pub.topic, pub.data_json, pub.removed, now.iso, seq)
         else:
-            payload = wire.alert_payload(pub.topic, pub.data, now.iso, seq)
+            payload = wire.alert_payload(pub.topic, pub.data_json, now.iso, seq)
         frame = wire.frame_text(payload)
+        if state is not None:
+            if pub.kind == "UPDATE":
+                self.topics.apply(state.name, pub.upserts, pub.removed)
+            state.seq = seq
+        kind = Kind.UPDATE if pub.kind == "UPDATE" else Kind.CONTROL
+        slow_before = (self.counters.resyncs, self.counters.slow_disconnects)
         if pub.broadcast:
-            targets: Iterable[Session] = [
-                s for s in self.sessions.values() if pub.topic is None or s.may_receive(pub.topic)
-            ]
             self.counters.broadcasts += 1
+            recipients = self._fan_out_broadcast(pub.topic, frame, kind)
         else:
             assert pub.topic is not None
-            targets = chain(self._all_subscribers, self._topic_subscribers[pub.topic])
             self.counters.published += 1
-        slow_before = (self.counters.resyncs, self.counters.slow_disconnects)
-        recipients = self._fan_out(targets, frame, Kind.UPDATE if pub.kind == "UPDATE" else Kind.CONTROL)
+            recipients = self._fan_out(chain(self._all_subscribers, self._topic_subscribers[pub.topic]), frame, kind)
         self.counters.deliveries += recipients
         self.counters.count_publish(pub.topic, pub.kind, pub.broadcast, len(frame), recipients, slow_before)
         return PublishResult(seq, recipients)
+
+    def _fan_out_broadcast(self, topic: str | None, frame: bytes, kind: Kind) -> int:
+        """A broadcast reaches every client that may receive its topic.  An UPDATE is droppable
+        (superseded by a resync SNAPSHOT) only for the topic's subscribers, whose SNAPSHOT holds the
+        topic; to anyone else, and without a topic, it is queued like an ALERT: delivered, or the
+        client is closed 4008 (rare publishes: the subscriber test here is not on the hot path)."""
+        receivers = [s for s in self.sessions.values() if topic is None or s.may_receive(topic)]
+        if kind is not Kind.UPDATE or topic is None:
+            return self._fan_out(receivers, frame, Kind.CONTROL)
+        subscribed = self._all_subscribers | self._topic_subscribers[topic]
+        return self._fan_out([s for s in receivers if s in subscribed], frame, Kind.UPDATE) + self._fan_out(
+            [s for s in receivers if s not in subscribed], frame, Kind.CONTROL
+        )
 
     def _fan_out(self, targets: Iterable[Session], frame: bytes, kind: Kind) -> int:
         delivered = 0
@@ -323,17 +428,21 @@ class Hub:
         return delivered
 
     def _slow_consumer(self, session: Session, frame: bytes, kind: Kind) -> bool:
-        """Apply the slow-consumer policy; True if ``frame`` was still queued for the session."""
+        """Apply the slow-consumer policy; True if ``frame`` was still queued for the session.
+
+        O(1) for every frame but the one that starts a resync (``start_resync`` filters the queue
+        once, then does nothing while the resync is owed): a client that keeps overflowing, e.g.
+        with pings it does not read the pongs of, costs no pass over its queue per frame."""
         queue = session.outbound
         if self.settings.slow_consumer == "resync" and kind is not Kind.SNAPSHOT:
             if not queue.resync_pending:
                 self.counters.resyncs += 1
-            queue.start_resync()
+                queue.start_resync()
             if kind is Kind.UPDATE:
                 queue.dropped_updates += 1  # the UPDATE that overflowed: superseded by the resync
                 return False
             # An ALERT or a reply is never dropped silently: queued, or the client is told by a close.
-            if queue.force(frame):
+            if queue.force(frame, kind):
                 return True
         self.counters.slow_disconnects += 1
         queue.request_close(CLOSE_SLOW_CONSUMER, "slow consumer", flush=False)
@@ -375,26 +484,36 @@ class Hub:
         s = self.settings
         pings: list[tuple[Session, bytes]] = []
         dead: list[Session] = []
+        failed: list[tuple[Session, Exception]] = []
         for session in self.sessions.values():
-            if session.outbound.closing is not None:
-                continue
-            if session.expires_at is not None and now.mono >= session.expires_at:
-                self.counters.expired_closes += 1
-                session.outbound.request_close(CLOSE_TOKEN_EXPIRED, "token expired", flush=True)
-                continue
-            if now.mono - session.last_alive > s.heartbeat_timeout:
-                dead.append(session)
-            elif now.mono >= session.next_ping_at:
-                session.next_ping_at = now.mono + s.heartbeat_interval
-                session.pings_sent += 1
-                payload = b"uipd-%d" % session.pings_sent
-                if session.outbound.offer(wire.frame_ping(payload), Kind.CONTROL) is Offer.QUEUED:
-                    pings.append((session, payload))
+            # A bug in one session's state fails that session only: the others still get their
+            # pings and checks in this pass (a try costs nothing in 3.11 unless it raises).
+            try:
+                if session.outbound.closing is not None:
+                    continue
+                if session.expires_at is not None and now.mono >= session.expires_at:
+                    self.counters.expired_closes += 1
+                    session.outbound.request_close(CLOSE_TOKEN_EXPIRED, "token expired", flush=True)
+                    continue
+                if now.mono - session.last_alive > s.heartbeat_timeout:
+                    dead.append(session)
+                elif now.mono >= session.next_ping_at:
+                    session.next_ping_at = now.mono + s.heartbeat_interval
+                    session.pings_sent += 1
+                    payload = b"uipd-%d" % session.pings_sent
+                    if session.outbound.offer(wire.frame_ping(payload), Kind.CONTROL) is Offer.QUEUED:
+                        pings.append((session, payload))
+            except Exception as exc:
+                failed.append((session, exc))
         self.counters.heartbeat_drops += len(dead)
-        return HeartbeatPlan(pings, dead)
+        return HeartbeatPlan(pings, dead, failed)
 
     def pong(self, session: Session, now: float) -> None:
-        session.last_alive = now
+        """A WebSocket pong from the client (the answer to our ping, or unsolicited): a sign of
+        life.  It takes a token from the rate limit like a ping; one over the limit is ignored,
+        and a flood of them is closed 1008."""
+        if self._rate_check(session, now, None) is RateVerdict.OK:
+            session.last_alive = now
 
     def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "going away") -> None:
         for session in self.sessions.values():
@@ -425,3 +544,14 @@ class Hub:
         for name in added:
             self._topic_subscribers[name] = set()
         return added
+
+    def apply_settings(self, settings: HubSettings) -> None:
+        """New settings (a config reload).  Clients that connect later take all of them from
+        ``self.settings``; clients connected now get those each of them holds a copy of (the queue
+        bound, the message rate limit), or a reload would not reach a long-lived client at all."""
+        self.settings = settings
+        for session in self.sessions.values():
+            session.outbound.max_bytes = settings.max_queue_bytes
+            bucket = session.rate
+            bucket.rate, bucket.burst, bucket.strikes_allowed = settings.rate_limit, settings.rate_burst, settings.rate_limit_strikes
+            bucket.tokens = min(bucket.tokens, bucket.burst)  # a smaller bucket holds no more than it fits

@@ -4,10 +4,19 @@ The queue decides, the shell writes.  ``offer`` never blocks: a frame is queued,
 (an UPDATE while a resync is pending, since the resync SNAPSHOT will carry its effect), or
 refused as overflow, and the hub applies the configured slow-consumer policy.
 
-SNAPSHOT frames are not counted against the byte bound: a city snapshot (~1.35 MB) is larger
-than the default bound, and counting it would resync every client whose snapshot is still in
-flight when the next UPDATE arrives.  They are shared, cached frames (the queue holds a
-reference, not a copy), and at most ``MAX_PENDING_SNAPSHOTS`` may wait for one client.
+SNAPSHOT bytes count toward the bound by one rule: **one SNAPSHOT is always allowed, on top of
+the bound; any further SNAPSHOT must fit in the bound together with everything else pending.**
+So a city snapshot (~1.35 MB, larger than the default bound) still goes into an empty queue on
+connect, and a resync SNAPSHOT (queued only when the queue ran dry) always fits; UPDATEs and
+replies are measured against the non-SNAPSHOT bytes, so a client reading normally is never resynced
+or closed because its snapshot is still in flight.  What one client can hold is then at most
+about twice the bound plus one SNAPSHOT, whatever it asks for (a requested SNAPSHOT that does not
+fit is refused by the hub, not queued).
+
+A ping's pong is a ``PONG`` frame: at most one waits in the queue, a newer one replaces it in
+place (RFC 6455 5.5.3 lets an endpoint answer only the most recent ping), so a ping flood cannot
+lengthen the queue.  Every decision here is O(1) per frame: nothing rebuilds the queue per frame
+(``start_resync`` filters it once per resync, and does nothing while one is already owed).
 """
 
 from __future__ import annotations
@@ -16,9 +25,6 @@ import enum
 from collections.abc import Callable
 
 from attrs import define, field, frozen
-
-MAX_PENDING_SNAPSHOTS = 4
-
 
 class Offer(enum.Enum):
     QUEUED = "queued"
@@ -36,11 +42,14 @@ class Kind(enum.IntEnum):
     UPDATE = 1
     """Droppable: a resync SNAPSHOT replaces it."""
     SNAPSHOT = 2
+    PONG = 3
+    """The answer to a client's ping: a control frame of which at most one is queued."""
 
 
 # Enum members looked up once: ``Kind.SNAPSHOT`` is a slow attribute lookup on Python 3.11.
 _UPDATE = Kind.UPDATE
 _SNAPSHOT = Kind.SNAPSHOT
+_PONG = Kind.PONG
 _QUEUED = Offer.QUEUED
 
 
@@ -66,15 +75,30 @@ class OutboundQueue:
     """Bytes of queued non-SNAPSHOT frames."""
     inflight_bytes: int = 0
     """Bytes of non-SNAPSHOT frames handed to the writer and not yet written."""
-    snapshots_pending: int = 0
+    queued_snapshot_bytes: int = 0
+    """Bytes of queued SNAPSHOT frames."""
+    inflight_snapshot_bytes: int = 0
+    """Bytes of SNAPSHOT frames handed to the writer and not yet written."""
     resync_pending: bool = False
     closing: CloseRequest | None = None
     dropped_updates: int = 0
+    _pong_at: int = -1
+    """Index in ``_frames`` of the queued pong, -1 if none is queued."""
 
     @property
     def pending_bytes(self) -> int:
-        """Bounded bytes this client still owes: queued plus in flight (SNAPSHOTs not counted)."""
-        return self.queued_bytes + self.inflight_bytes
+        """Every byte this client still owes: queued plus in flight, SNAPSHOTs included."""
+        return self.queued_bytes + self.inflight_bytes + self.queued_snapshot_bytes + self.inflight_snapshot_bytes
+
+    @property
+    def snapshot_bytes(self) -> int:
+        """Bytes of SNAPSHOT frames queued or in flight."""
+        return self.queued_snapshot_bytes + self.inflight_snapshot_bytes
+
+    def snapshot_fits(self, size: int) -> bool:
+        """One SNAPSHOT is allowed on top of the bound; a further one must fit in it."""
+        held = self.queued_snapshot_bytes + self.inflight_snapshot_bytes
+        return not held or self.pending_bytes + size <= self.max_bytes
 
     def offer(self, frame: bytes, kind: Kind) -> Offer:
         # The fan-out's hot path, once per delivery: no object is allocated here (a tuple per
@@ -82,12 +106,18 @@ class OutboundQueue:
         if self.closing is not None:
             return Offer.CLOSED
         if kind is _SNAPSHOT:
-            if self.snapshots_pending >= MAX_PENDING_SNAPSHOTS:
+            if not self.snapshot_fits(len(frame)):
                 return Offer.OVERFLOW
         else:
-            if kind is _UPDATE and self.resync_pending:
-                self.dropped_updates += 1
-                return Offer.DROPPED
+            if kind is _UPDATE:
+                if self.resync_pending:
+                    self.dropped_updates += 1
+                    return Offer.DROPPED
+            elif kind is _PONG and self._pong_at >= 0:
+                # Only the latest ping needs its pong: replace the one still queued, in place.
+                self.queued_bytes += len(frame) - len(self._frames[self._pong_at])
+                self._frames[self._pong_at] = frame
+                return _QUEUED
             pending = self.queued_bytes + self.inflight_bytes
             # One message always fits into an empty queue, however large.
             if pending and pending + len(frame) > self.max_bytes:
@@ -95,34 +125,45 @@ class OutboundQueue:
         self._push(frame, kind)
         return _QUEUED
 
-    def force(self, frame: bytes) -> bool:
-        """Queue a frame that must not be dropped (an ALERT after a resync started) if the frames
-        waiting in the queue, not counting the batch being written, leave room."""
+    def force(self, frame: bytes, kind: Kind = Kind.CONTROL) -> bool:
+        """Queue a frame that must not be dropped (an ALERT or a reply after a resync started) if
+        the frames waiting in the queue, not counting the batch being written, leave room."""
         if self.closing is not None:
             return False
         if self.queued_bytes and self.queued_bytes + len(frame) > self.max_bytes:
             return False
-        self._push(frame, Kind.CONTROL)
+        self._push(frame, kind)
         return True
 
     def _push(self, frame: bytes, kind: Kind) -> None:
         idle = not self._frames
-        self._frames.append(frame)
-        self._kinds.append(kind)
-        if kind is _SNAPSHOT:
-            self.snapshots_pending += 1
+        if kind is _UPDATE:
+            self.queued_bytes += len(frame)
+        elif kind is _SNAPSHOT:
+            self.queued_snapshot_bytes += len(frame)
         else:
             self.queued_bytes += len(frame)
+            if kind is _PONG:
+                self._pong_at = len(self._frames)
+        self._frames.append(frame)
+        self._kinds.append(kind)
         if idle:
             self.wake()
 
     def start_resync(self) -> None:
-        """Drop every queued UPDATE (frames already handed to the writer stay) and owe a resync."""
+        """Drop every queued UPDATE (frames already handed to the writer stay) and owe a resync.
+
+        Once per resync: while one is owed no UPDATE is queued (``offer`` drops them), so a
+        second call has nothing to drop and returns at once; a slow consumer's every further
+        frame costs O(1), never a pass over its queue."""
+        if self.resync_pending:
+            return
         kept = [(f, k) for f, k in zip(self._frames, self._kinds) if k is not _UPDATE]
         self.dropped_updates += len(self._frames) - len(kept)
         self._frames = [f for f, _ in kept]
         self._kinds = [k for _, k in kept]
         self.queued_bytes = sum(len(f) for f, k in kept if k is not _SNAPSHOT)
+        self._pong_at = self._kinds.index(_PONG) if _PONG in self._kinds else -1
         self.resync_pending = True
         self.wake()
 
@@ -133,7 +174,8 @@ class OutboundQueue:
         if not flush:
             self._frames.clear()
             self._kinds.clear()
-            self.queued_bytes = 0
+            self.queued_bytes = self.queued_snapshot_bytes = 0
+            self._pong_at = -1
         self.wake()
 
     def take(self) -> list[bytes]:
@@ -141,14 +183,15 @@ class OutboundQueue:
         frames = self._frames
         self._frames = []
         self._kinds.clear()
+        self._pong_at = -1  # a pong in flight is not replaced any more: the next ping queues its own
         self.inflight_bytes += self.queued_bytes
-        self.queued_bytes = 0
+        self.inflight_snapshot_bytes += self.queued_snapshot_bytes
+        self.queued_bytes = self.queued_snapshot_bytes = 0
         return frames
 
     def written(self) -> None:
         """The writer wrote everything it took."""
-        self.inflight_bytes = 0
-        self.snapshots_pending = self._kinds.count(_SNAPSHOT) if self._kinds else 0
+        self.inflight_bytes = self.inflight_snapshot_bytes = 0
 
     def __len__(self) -> int:
         return len(self._frames)

@@ -3,6 +3,15 @@
 A topic's snapshot section (the JSON list of its entities) is encoded once per change of its
 state; whole SNAPSHOT frames are cached per topic set, so a storm of new clients costs one
 encoding, not one per connection.
+
+The frame cache has two tiers, so that no client can evict the frames every client needs.  The
+sets the server itself asks for (each connecting client's set, resyncs) are kept in the main
+tier (``max_cached_sets``); sets a client chose in a ``snapshot`` request or a ``subscribe``
+with ``snapshot`` go to a small tier of their own (``max_requested_sets``) and only ever evict
+each other.  A request is served from either tier.  A frame is reused while the state is
+unchanged and it is young (``snapshot_max_age``): at the first call after any change of state
+both tiers are emptied (their frames can never be served again), and a full tier first drops its
+expired frames before it evicts its least recently used one.
 """
 
 from __future__ import annotations
@@ -41,8 +50,10 @@ class TopicState:
 @define
 class _CachedSnapshot:
     frame: bytes
-    version: int
     built_at: float
+
+
+_SnapshotKey = tuple[tuple[str, ...], bool]
 
 
 @define
@@ -53,9 +64,15 @@ class TopicTable:
     snapshot_max_age: float = 1.0
     """A cached SNAPSHOT frame is reused for this many seconds at most, so its timestamp stays fresh."""
     max_cached_sets: int = 32
+    """Frames kept for the sets the server asks for (connects, resyncs)."""
+    max_requested_sets: int = 8
+    """Frames kept for the sets clients ask for; these never evict the others."""
     version: int = 0
     """Bumped on every change of any topic's state; cached snapshots of older versions are stale."""
-    _cache: dict[tuple[tuple[str, ...], bool], _CachedSnapshot] = field(factory=dict)
+    _cache: dict[_SnapshotKey, _CachedSnapshot] = field(factory=dict)
+    _requested: dict[_SnapshotKey, _CachedSnapshot] = field(factory=dict)
+    _cache_version: int = 0
+    """The state version the cached frames were built for."""
 
     @classmethod
     def of(cls, names: Sequence[str]) -> TopicTable:
@@ -86,17 +103,37 @@ class TopicTable:
     def state_of(self, name: str) -> Mapping[str, Any]:
         return self.topics[name].entities
 
-    def snapshot_frame(self, names: Sequence[str], now: float, ts: str, *, resync: bool = False) -> bytes:
-        """A framed SNAPSHOT of ``names``, reused while the state is unchanged and the frame young."""
-        key = (tuple(names), resync)
-        cached = self._cache.get(key)
-        if cached is not None and cached.version == self.version and now - cached.built_at <= self.snapshot_max_age:
-            return cached.frame
-        frame = wire.snapshot_frame(((n, self.topics[n].section()) for n in names), ts, resync=resync)
-        if cached is not None and cached.version != self.version:
+    def snapshot_cost(self, names: Sequence[str]) -> int:
+        """The bytes a SNAPSHOT of ``names`` costs to send, without building it: its topics'
+        sections (the frame adds a few dozen bytes of envelope)."""
+        return sum(len(self.topics[n].section()) for n in names)
+
+    def snapshot_frame(self, names: Sequence[str], now: float, ts: str, *, resync: bool = False, requested: bool = False) -> bytes:
+        """A framed SNAPSHOT of ``names``, reused while the state is unchanged and the frame young.
+
+        ``requested``: a set a client chose (cached in the requested tier, see the module)."""
+        if self._cache_version != self.version:
             # the state changed: frames of older versions can never be served again
-            self._cache = {k: c for k, c in self._cache.items() if c.version == self.version}
-        if len(self._cache) >= self.max_cached_sets and key not in self._cache:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[key] = _CachedSnapshot(frame, self.version, now)
+            self._cache.clear()
+            self._requested.clear()
+            self._cache_version = self.version
+        key = (tuple(names), resync)
+        for tier in (self._cache, self._requested):
+            cached = tier.pop(key, None)
+            if cached is not None and now - cached.built_at <= self.snapshot_max_age:
+                tier[key] = cached  # back at the end: the most recently used
+                return cached.frame
+        frame = wire.snapshot_frame(((n, self.topics[n].section()) for n in names), ts, resync=resync)
+        if requested:
+            self._store(self._requested, self.max_requested_sets, key, frame, now)
+        else:
+            self._store(self._cache, self.max_cached_sets, key, frame, now)
         return frame
+
+    def _store(self, tier: dict[_SnapshotKey, _CachedSnapshot], limit: int, key: _SnapshotKey, frame: bytes, now: float) -> None:
+        if len(tier) >= limit:
+            for old in [k for k, c in tier.items() if now - c.built_at > self.snapshot_max_age]:
+                del tier[old]  # expired: never served again
+            if len(tier) >= limit:
+                del tier[next(iter(tier))]  # the least recently used
+        tier[key] = _CachedSnapshot(frame, now)

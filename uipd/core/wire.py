@@ -27,6 +27,18 @@ def loads(data: str | bytes) -> Any:
     return orjson.loads(data)
 
 
+# Published data must be plain JSON: a datetime or a dataclass would be encoded in orjson's own
+# way (a timestamp without the protocol's "Z" and milliseconds), so they are refused, not guessed.
+_DATA_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def dumps_data(obj: Any) -> bytes:
+    """Published data as JSON; raises ``TypeError`` for what JSON cannot hold (non-string keys,
+    sets, Decimals, integers beyond 64 bits, nesting deeper than 254 levels, datetimes).
+    NaN and infinities are written as ``null``: :mod:`uipd.core.publish` refuses them."""
+    return orjson.dumps(obj, option=_DATA_OPTIONS)
+
+
 def _frame(opcode: int, payload: bytes) -> bytes:
     n = len(payload)
     if n < 126:
@@ -97,12 +109,13 @@ def error_frame(code: str, message: str, ts: str, *, topics: Sequence[str] = ())
 
 
 def update_payload(
-    topic: str | None, data: list[Any], removed: Sequence[str] | None, ts: str, seq: int | None
+    topic: str | None, data_json: bytes, removed: Sequence[str] | None, ts: str, seq: int | None
 ) -> bytes:
+    """An UPDATE around its already-encoded ``data`` (a publication's ``data_json``, spliced in as is)."""
     msg: dict[str, Any] = {"type": "UPDATE"}
     if topic is not None:
         msg["topic"] = topic
-    msg["data"] = data
+    msg["data"] = orjson.Fragment(data_json)
     if removed:
         msg["removed"] = list(removed)
     msg["timestamp"] = ts
@@ -111,11 +124,12 @@ def update_payload(
     return dumps(msg)
 
 
-def alert_payload(topic: str | None, data: Any, ts: str, seq: int | None) -> bytes:
+def alert_payload(topic: str | None, data_json: bytes, ts: str, seq: int | None) -> bytes:
+    """An ALERT around its already-encoded ``data``."""
     msg: dict[str, Any] = {"type": "ALERT"}
     if topic is not None:
         msg["topic"] = topic
-    msg["data"] = data
+    msg["data"] = orjson.Fragment(data_json)
     msg["timestamp"] = ts
     if seq is not None:
         msg["seq"] = seq

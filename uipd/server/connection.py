@@ -13,7 +13,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
@@ -24,8 +24,8 @@ from uipd.core.admission import Refusal
 from uipd.core.hub import Hub, Session
 from uipd.server.clock import now
 from uipd.server.flusher import Flusher
-from uipd.server.handshake import open_handshake
-from uipd.server.transport import TransportClosed, WebSocketTransport, WriteGate
+from uipd.server.handshake import UpgradeRequest, open_handshake
+from uipd.server.transport import RECEIVE_BYTES, TransportClosed, WebSocketTransport, WriteGate
 
 if TYPE_CHECKING:
     from uipd.config import ServerConfig
@@ -33,10 +33,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLOSE_UNSUPPORTED_DATA = 1003
-CLOSE_MESSAGE_TOO_BIG = 1009
+PARSE_BYTES = 4096
+"""Bytes handed to the frame parser at once (see ``run``): ~6 ms of wsproto for a slice of tiny frames."""
 
 _client_ids = random.Random()  # seeded from os.urandom; ids name clients, they grant nothing
 """Client ids: a system call per connection (``secrets``) showed in the profile of a connection storm."""
+
+
+def new_client_id() -> str:
+    return "%016x" % _client_ids.getrandbits(64)
 
 # How peers break connections: a reset, a protocol error, a close race.
 _EXPECTED = (trio.BrokenResourceError, trio.ClosedResourceError, TransportClosed, ProtocolError, OSError)
@@ -66,6 +71,7 @@ class ClientConnection:
         close_timeout: float,
         remote: str = "?",
         *,
+        client_id: str | None = None,
         max_message_bytes: int = 64 * 1024,
         allowed_topics: frozenset[str] | None = None,
         expires_in: float | None = None,
@@ -82,12 +88,22 @@ class ClientConnection:
         self.close_timeout = close_timeout
         self.max_message_bytes = max_message_bytes
         self._writing = False
-        self._due = False
-        """Waiting for the flusher's next pass."""
+        self._due = True
+        """Waiting for the flusher's next pass.  True while the session is made: the frames
+        ``hub.connect`` queues must not make the flusher see a connection with no session yet (if
+        ``connect`` raises, nothing refers to this half-built connection)."""
         self._write_scope: trio.CancelScope | None = None
         self.session: Session = hub.connect(
-            "%016x" % _client_ids.getrandbits(64), now(), self._wake, allowed_topics=allowed_topics, expires_in=expires_in
+            client_id or new_client_id(), now(), self._wake, allowed_topics=allowed_topics, expires_in=expires_in
         )
+        flusher.schedule(self)  # its connection message and SNAPSHOT
+
+    def fault(self, step: str, exc: BaseException | None = None) -> None:
+        """A bug in one of this connection's steps run by a shared task (the flusher's write
+        pass, the heartbeat): one log line naming the client, and the connection is dropped, so
+        the task goes on with the others."""
+        log.error("client %s (%s): %s failed; dropping it", self.session.id, self.remote, step, exc_info=exc or True)
+        self.abort()
 
     def _wake(self) -> None:
         """Called by the core, synchronously, when frames were queued or a close or resync is due."""
@@ -152,11 +168,18 @@ class ClientConnection:
         """The receive loop, until the close handshake is done or the connection breaks."""
         session, hub, transport = self.session, self.hub, self.transport
         outbound = session.outbound
-        fragments: list[str] = []
-        fragment_bytes = 0
         data = transport.take_trailing_data()
+        parsed_while_closing = 0
         try:
             while not transport.closed:
+                if outbound.closing is not None and parsed_while_closing >= RECEIVE_BYTES:
+                    # A closing connection parses only to reach the peer's close frame, and no
+                    # more than one read's worth: a client that floods past our close (pings,
+                    # fragments) kept the loop parsing, and the kernel copying, for close_timeout,
+                    # which stalled every other client and the API.  Not read any more, it is held
+                    # back by TCP until the close deadline (set with our close frame) drops it.
+                    await trio.sleep(2 * self.close_timeout)  # the deadline comes first
+                    return
                 if not data:
                     try:
                         data = await transport.gate.receive_some()
@@ -164,35 +187,24 @@ class ClientConnection:
                         return
                     if not data:
                         return  # the peer closed TCP
-                events, data = transport.feed(data), b""
+                else:
+                    await trio.lowlevel.checkpoint()  # between two slices of one read
+                # wsproto parses every frame of what it is fed before we see the first: fed a slice
+                # at a time, a read full of tiny frames holds the loop a few ms at most.
+                chunk, data = (data, b"") if len(data) <= PARSE_BYTES else (data[:PARSE_BYTES], data[PARSE_BYTES:])
+                if outbound.closing is not None:
+                    parsed_while_closing += len(chunk)
+                events = transport.feed(chunk)
                 for event in events:
                     if isinstance(event, TextMessage):
-                        if outbound.closing is not None:
-                            continue  # a closing connection reads only to reach the peer's close
-                        if event.message_finished and not fragments:
-                            text = event.data
-                            # Characters <= UTF-8 bytes <= 4 x characters: encode only when it matters.
-                            if len(text) * 4 > self.max_message_bytes and len(text.encode()) > self.max_message_bytes:
-                                self._too_big()
-                                continue
-                            hub.receive(session, text, now())
-                            continue
-                        fragments.append(event.data)
-                        fragment_bytes += len(event.data.encode())
-                        if fragment_bytes > self.max_message_bytes:
-                            fragments.clear()
-                            self._too_big()
-                        elif event.message_finished:
-                            text = "".join(fragments)
-                            fragments.clear()
-                            fragment_bytes = 0
-                            hub.receive(session, text, now())
+                        # The core gathers fragments, bounds them and counts them against the rate.
+                        hub.receive_piece(session, event.data, event.frame_finished, event.message_finished, now())
                     elif isinstance(event, BytesMessage):
                         # At its first bytes: a binary message is never read to its end.
                         outbound.request_close(CLOSE_UNSUPPORTED_DATA, "binary frames are not supported", flush=True)
                     elif isinstance(event, Ping):
                         if transport.open:
-                            hub.reply(session, transport.pong_frame(event.payload))
+                            hub.ping(session, transport.pong_frame(event.payload), time.monotonic())
                     elif isinstance(event, Pong):
                         hub.pong(session, time.monotonic())
                     elif isinstance(event, CloseConnection):
@@ -205,9 +217,6 @@ class ClientConnection:
                         outbound.request_close(event.code, event.reason or "", flush=False)
         finally:
             hub.disconnect(session)
-
-    def _too_big(self) -> None:
-        self.session.outbound.request_close(CLOSE_MESSAGE_TOO_BIG, "message too big", flush=False)
 
     async def _discard_until_closed(self) -> None:
         """Read and drop what the peer still sends until it closes (or our close timed out):
@@ -244,9 +253,16 @@ class ClientConnection:
                     return
                 if self.hub.take_resync(self.session, now()):
                     continue
+                if await self._idle():
+                    continue
                 return  # nothing left to write: no task while idle
         finally:
             self._writing = False
+
+    async def _idle(self) -> bool:
+        """The writer has nothing left to do: True once there is more (the writer stays), False
+        to end the writer task (a plain socket: the flusher writes directly until it fills)."""
+        return False
 
     async def _close(self, code: int, reason: str) -> None:
         """Send our close frame (or answer the peer's), then give the peer close_timeout to
@@ -268,6 +284,37 @@ class ClientConnection:
         scope.deadline = min(scope.deadline, trio.current_time() + self.close_timeout)
 
 
+class TlsClientConnection(ClientConnection):
+    """A connection with no synchronous write path (TLS: every byte goes through the SSL
+    stream's ``send_all``), so every write needs a task.  Its writer task is kept for the
+    connection's life, parked while the queue is empty, instead of being started for every
+    flusher pass (which made ``uipd_writer_tasks_started_total`` follow the message rate).  Only
+    TLS connections carry the extra slot; their SSL state is already several times the size of a
+    plain connection."""
+
+    __slots__ = ("_parked",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._parked: trio.Event | None = None
+        """Set while the writer waits for frames; the flusher's pass (``_start_writer``) wakes it."""
+        super().__init__(*args, **kwargs)
+
+    def _start_writer(self) -> None:
+        parked = self._parked
+        if parked is None:
+            super()._start_writer()
+            return
+        self._parked = None
+        self._writing = True
+        parked.set()
+
+    async def _idle(self) -> bool:
+        self._parked = parked = trio.Event()
+        self._writing = False  # frames queued from now on make the connection due, and wake us
+        await parked.wait()
+        return True
+
+
 class ConnectionHost(Protocol):
     """What a connection needs of the daemon that accepted it."""
 
@@ -280,10 +327,18 @@ class ConnectionHost(Protocol):
 
     def admit(self, target: str, headers: Mapping[str, str], ip: str) -> Refusal | Identity:
         """Decide a handshake from its target (path and query), headers (lower-case) and the
-        client's address."""
+        client's address.  An admitted client holds a connection slot from now on (``register``
+        takes it over, ``release`` gives it back): the 101 still has to be written, and with
+        TLS that awaits, so the slot must be taken before any other handshake is decided."""
+
+    def release(self, ip: str) -> None:
+        """An admitted client went away (or failed) before it was registered: free its slot."""
 
     def register(self, connection: ClientConnection) -> Callable[[], None]:
-        """Note an open connection; returns what undoes it."""
+        """Note an open connection (in the slot its admission took); returns what undoes it."""
+
+    def count_refusal(self, refusal: Refusal) -> None:
+        """A handshake was refused (every 400/426 of the handshake, and every admission refusal)."""
 
     def count_accept(self) -> None:
         """A TCP connection was accepted (the watchdog's probe watches this)."""
@@ -300,41 +355,64 @@ def remote_address(stream: trio.abc.Stream) -> str:
 async def serve_stream(stream: trio.abc.Stream, host: ConnectionHost) -> None:
     """Own one accepted TCP stream: handshake, run the client, close; never raise.
 
-    The daemon hands this (with ``functools.partial``) straight to ``trio.serve_listeners``: an
-    idle connection's task stack is this frame, ``run`` and the read it waits in."""
-    host.count_accept()
+    This is the fault boundary of one connection: whatever goes wrong in it (its construction,
+    registration, receive loop, writer, close) ends this connection only, with one log line
+    naming the client.  The daemon's accept loop starts this straight in the daemon's nursery:
+    an idle connection's task stack is this frame, ``run`` and the read it waits in."""
     hub, config = host.hub, host.server_config
     gate = WriteGate(stream)
+    client_id, ip = new_client_id(), "?"
+    reserved = False  # admitted and not registered yet: a connection slot is held for this client
+
+    def decide(request: UpgradeRequest) -> Refusal | Identity:
+        nonlocal reserved
+        decision = host.admit(request.target, request.headers, ip)
+        reserved = not isinstance(decision, Refusal)
+        return decision
+
     try:
+        host.count_accept()
         ip = remote_address(stream)
-        accepted = None
+        outcome = None
         with trio.move_on_after(config.handshake_timeout) as handshake_scope:
-            accepted = await open_handshake(gate, lambda request: host.admit(request.target, request.headers, ip))
+            outcome = await open_handshake(gate, decide)
         if handshake_scope.cancelled_caught:
-            log.debug("handshake timed out")
+            log.debug("client %s (%s): handshake timed out", client_id, ip)
             hub.counters.handshake_timeouts += 1
-        if accepted is None:
+        if not isinstance(outcome, tuple):
+            if outcome is not None:
+                host.count_refusal(outcome)
             return
-        request, identity, protocol = accepted
-        del accepted
+        request, identity, protocol = outcome
+        del outcome, decide  # kept for the connection's life otherwise (this frame is on its stack)
         expires_in = None if identity.expires_at is None else identity.expires_at - time.time()
+        kind = ClientConnection if gate.has_fast_path else TlsClientConnection
         async with trio.open_nursery() as nursery:
-            connection = ClientConnection(
+            connection = kind(
                 hub, WebSocketTransport(gate, protocol, request.trailing_data), nursery, host.flusher, config.close_timeout, ip,
-                max_message_bytes=config.max_message_bytes, allowed_topics=identity.topics, expires_in=expires_in,
+                client_id=client_id, max_message_bytes=config.max_message_bytes, allowed_topics=identity.topics, expires_in=expires_in,
             )
             del request, identity, protocol  # the handshake (headers, credentials) is not kept for the connection's life
-            unregister = host.register(connection)
+            try:
+                unregister = host.register(connection)
+            except BaseException:
+                hub.disconnect(connection.session)  # run(), which ends the session, never started
+                raise
+            reserved = False  # the slot is the registered connection's now
             try:
                 await connection.run()
             finally:
                 unregister()
                 hub.counters.count_close(connection.session.outbound.closing, connection.transport.peer_close)
             connection.finish()
-    # One broken connection must never affect the others: whatever escapes is logged here.
     except* _EXPECTED as group:
-        log.debug("connection ended: %r", group.exceptions)
+        log.debug("client %s (%s): connection ended: %r", client_id, ip, group.exceptions)
     except* Exception as group:
-        log.warning("connection ended by an unexpected error", exc_info=group)
+        log.error("client %s (%s): connection ended by an unexpected error", client_id, ip, exc_info=group)
     finally:
-        await trio.aclose_forcefully(gate)
+        try:
+            if reserved:
+                host.release(ip)
+            await trio.aclose_forcefully(gate)
+        except Exception:
+            log.error("client %s (%s): closing its connection failed", client_id, ip, exc_info=True)

@@ -9,15 +9,12 @@ whose socket takes only part of them gets a writer task of its own until it has 
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import trio
 
 if TYPE_CHECKING:
     from uipd.server.connection import ClientConnection
-
-log = logging.getLogger(__name__)
 
 
 class Flusher:
@@ -53,5 +50,4 @@ class Flusher:
                 try:
                     connection.flush()
                 except Exception:  # a bug in one connection's write ends that connection, not the pass
-                    log.exception("client %s: write failed; dropping it", connection.session.id)
-                    connection.abort()
+                    connection.fault("write")

@@ -17,7 +17,7 @@ from wsproto.events import AcceptConnection, RejectConnection, RejectData, Reque
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
-from uipd.core.admission import Refusal
+from uipd.core.admission import BAD_REQUEST, REQUEST_TOO_LARGE, UNSUPPORTED_VERSION, Refusal, request_headers
 from uipd.server.transport import WriteGate
 
 MAX_REQUEST_BYTES = 16 * 1024
@@ -40,10 +40,11 @@ Admitted = TypeVar("Admitted")
 
 async def open_handshake(
     gate: WriteGate, decide: Callable[[UpgradeRequest], Refusal | Admitted]
-) -> tuple[UpgradeRequest, Admitted, Connection] | None:
+) -> tuple[UpgradeRequest, Admitted, Connection] | Refusal | None:
     """Run the handshake on ``gate``: when accepted, the request, what ``decide`` said of it, and
-    wsproto's frame layer for the open connection; None when the client was refused (the refusal
-    is written) or went away.  The caller bounds the time it may take."""
+    wsproto's frame layer for the open connection; the refusal when the client was refused (it is
+    written; the caller counts it), whoever refused it; None when the client went away.  The
+    caller bounds the time it may take."""
     handshake = H11Handshake(ConnectionType.SERVER)
     raw = bytearray()
     while True:
@@ -56,38 +57,35 @@ async def open_handshake(
             request = next((e for e in handshake.events() if isinstance(e, Request)), None)
         except RemoteProtocolError as exc:  # not a WebSocket upgrade: wsproto says which status
             hint = exc.event_hint if isinstance(exc.event_hint, RejectConnection) else RejectConnection()
-            await _refuse(gate, handshake, hint.status_code, b"bad request\n", list(hint.headers))
-            return None
+            refusal = UNSUPPORTED_VERSION if hint.status_code == UNSUPPORTED_VERSION.status else BAD_REQUEST
+            return await _refuse(gate, handshake, refusal, list(hint.headers))
         if request is not None:
             break
         if len(raw) > MAX_REQUEST_BYTES:  # h11 refuses this too; do not wait for it
-            await _refuse(gate, handshake, 400, b"bad request\n")
-            return None
+            return await _refuse(gate, handshake, REQUEST_TOO_LARGE)
     head, _, trailing = bytes(raw).lstrip(b"\r\n").partition(b"\r\n\r\n")
     if len(head) > MAX_REQUEST_BYTES:  # h11 bounds only a head still incomplete after a read
-        await _refuse(gate, handshake, 400, b"bad request\n")
-        return None
+        return await _refuse(gate, handshake, REQUEST_TOO_LARGE)
     if not head.split(b"\r\n", 1)[0].endswith(b" HTTP/1.1"):
         # RFC 6455 4.1: the upgrade is an HTTP/1.1 request (h11 also parses 1.0).
-        await _refuse(gate, handshake, 400, b"bad request\n")
-        return None
-    upgrade = UpgradeRequest(
-        request.target,
-        {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.extra_headers},
-        trailing,
-    )
+        return await _refuse(gate, handshake, BAD_REQUEST)
+    headers = request_headers(request.extra_headers)
+    if isinstance(headers, Refusal):
+        return await _refuse(gate, handshake, headers)
+    upgrade = UpgradeRequest(request.target, headers, trailing)
     decision = decide(upgrade)
     if isinstance(decision, Refusal):
-        await _refuse(gate, handshake, decision.status, decision.body)
-        return None
+        return await _refuse(gate, handshake, decision)
     await gate.send(handshake.send(AcceptConnection()))
     connection = handshake.connection
     assert connection is not None  # set by the accept
     return upgrade, decision, connection
 
 
-async def _refuse(gate: WriteGate, handshake: H11Handshake, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _refuse(gate: WriteGate, handshake: H11Handshake, refusal: Refusal, headers: list[tuple[bytes, bytes]] | None = None) -> Refusal:
+    body = refusal.body
     headers = [*(headers or []), (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
-    data = handshake.send(RejectConnection(status_code=status, headers=headers, has_body=True))
+    data = handshake.send(RejectConnection(status_code=refusal.status, headers=headers, has_body=True))
     data += handshake.send(RejectData(data=body, body_finished=True))
     await gate.send(data)
+    return refusal

@@ -7,11 +7,13 @@ from collections.abc import Mapping
 
 import trio
 
-from uipd.core.hub import Hub
+from uipd.core.hub import Hub, Session
 from uipd.server.clock import now
 from uipd.server.connection import ClientConnection
 
 log = logging.getLogger(__name__)
+
+CLOSE_INTERNAL_ERROR = 1011
 
 
 async def supervise_heartbeats(
@@ -28,9 +30,32 @@ async def supervise_heartbeats(
     task_status.started()
     while True:
         await trio.sleep(tick)
-        plan = hub.heartbeat(now())
+        try:
+            plan = hub.heartbeat(now())
+        except Exception:  # the core fails one session at a time (plan.failed); this is a bug of the pass itself
+            log.exception("heartbeat pass failed; trying again in %.1f s", tick)
+            continue
+        for session, exc in plan.failed:
+            _drop(hub, connections, session, exc)
         for session in plan.dead:
-            connection = connections.get(session.id)
-            if connection is not None:
-                log.info("client %s: no pong for %.0f s, dropping it", session.id, hub.settings.heartbeat_timeout)
-                connection.abort()
+            log.info("client %s: no pong for %.0f s, dropping it", session.id, hub.settings.heartbeat_timeout)
+            _drop(hub, connections, session)
+
+
+def _drop(hub: Hub, connections: Mapping[str, ClientConnection], session: Session, failure: Exception | None = None) -> None:
+    """End a session's connection (``failure``: what its heartbeat raised, logged once naming the
+    client); never raises, so the rest of the pass is still handled."""
+    try:
+        connection = connections.get(session.id)
+        if connection is None:
+            # No connection owns it (a bug leaked it): nothing else would ever remove it.  Closing
+            # it first means later passes skip it, even if removing it fails too.
+            log.error("client %s: session without a connection; removing it", session.id, exc_info=failure)
+            session.outbound.request_close(CLOSE_INTERNAL_ERROR, "internal error", flush=False)
+            hub.disconnect(session)
+        elif failure is not None:
+            connection.fault("heartbeat", failure)
+        else:
+            connection.abort()
+    except Exception:
+        log.exception("client %s: dropping it failed", session.id)

@@ -67,6 +67,11 @@ class WriteGate:
     # -- the fast path ----------------------------------------------------------------------------
 
     @property
+    def has_fast_path(self) -> bool:
+        """A plain socket: ``write_now`` may be used (never on TLS)."""
+        return self._fd is not None
+
+    @property
     def direct_write_possible(self) -> bool:
         """True when no other write is under way, so ``write_now`` may be used."""
         return self._fd is not None and not self._lock.locked() and not self._pending and not self._broken and not self._closed

@@ -7,6 +7,7 @@ import or raises in its hook is reported by name and never takes the others (or 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
@@ -14,7 +15,9 @@ import pluggy
 from attrs import define, field, frozen
 
 from uipd import hookspecs
-from uipd.config import Config, ConfigError, SourceConfig, structure_strict
+from uipd.auth import Authenticator, make_authenticator
+from uipd.config import Config, ConfigError, SourceConfig, structure_strict, tls_context
+from uipd.core.subscriptions import ALL
 from uipd.plugin import Source, SourceType
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,63 @@ class ConfiguredSource:
     topics: tuple[str, ...]
 
 
+def _create(source_type: SourceType, options: object, sc: SourceConfig, file: str) -> tuple[Source, tuple[str, ...]]:
+    """Run the plugin's ``create`` and read the source's topics.  This is plugin code: whatever it
+    raises is a config error naming the source, so it stops ``uipd run`` with one line and a reload
+    keeps the running config, instead of escaping into the daemon's nursery."""
+    root = f"sources.{sc.name}"
+    try:
+        source = source_type.create(options)
+    except (ValueError, OSError) as exc:  # the documented "your options are wrong"
+        raise ConfigError(f"{file}: {root}: {exc}") from None
+    except Exception as exc:
+        raise ConfigError(f"{file}: {root}: plugin {sc.plugin!r} failed to create the source: {exc!r}") from None
+    try:
+        declared = source.topics
+        runnable = callable(getattr(source, "run", None))
+    except Exception as exc:  # no such attribute, or a property that raises
+        raise ConfigError(f"{file}: {root}: plugin {sc.plugin!r} made a source whose topics (or run) cannot be read: {exc!r}") from None
+    if isinstance(declared, (str, bytes)) or not isinstance(declared, (tuple, list, frozenset, set)):
+        # a bare string would otherwise become one topic per character
+        raise ConfigError(f"{file}: {root}: the source's topics must be a tuple of topic names, got {declared!r}")
+    if not runnable:
+        raise ConfigError(f"{file}: {root}: plugin {sc.plugin!r} made a source without a run(publisher) method")
+    return source, tuple(declared)
+
+
+def _check_topic_names(config: Config, topics: Sequence[str]) -> None:
+    """Every topic the config names must be one it offers (or ``all``): an unknown name in
+    ``default_topics`` would otherwise reach the hub's index and fail each client's connect."""
+    known = {*topics, ALL}
+    for i, topic in enumerate(config.server.default_topics):
+        if topic not in known:
+            offered = ", ".join([ALL, *topics])
+            raise ConfigError(f"{config.path}: server.default_topics[{i}]: unknown topic {topic!r}; known topics: {offered}")
+
+
+@frozen
+class CheckedConfig:
+    """Everything built from a config before anything runs: what startup and a reload apply."""
+
+    config: Config
+    sources: list[ConfiguredSource]
+    topics: list[str]
+    """Every offered topic (see :func:`offered_topics`)."""
+    authenticator: Authenticator
+    tls: ssl.SSLContext | None
+
+
+def check_config(config: Config, registry: PluginRegistry) -> CheckedConfig:
+    """Check what a config means, not only its types: its sources against their plugins, every
+    topic it names, its key and certificate files (read and parsed now).  The one check behind
+    ``uipd check-config``, startup and reload; raises ConfigError naming the file and the key."""
+    sources = build_sources(config, registry)
+    topics = offered_topics(config, sources)
+    _check_topic_names(config, topics)
+    authenticator = make_authenticator(config.auth, config.path)
+    return CheckedConfig(config, sources, topics, authenticator, tls_context(config.server, file=config.path))
+
+
 def build_sources(config: Config, registry: PluginRegistry) -> list[ConfiguredSource]:
     """Check each enabled ``[sources.NAME]`` against its plugin and create the Source objects."""
     built: list[ConfiguredSource] = []
@@ -109,11 +169,7 @@ def build_sources(config: Config, registry: PluginRegistry) -> list[ConfiguredSo
             why = f" (the plugin is installed but broken: {broken[0].error})" if broken else ""
             raise ConfigError(f"{config.path}: {root}.plugin: no source plugin {sc.plugin!r}{why}; installed: {known}")
         options = structure_strict(dict(sc.options), source_type.options, file=config.path, root=root)
-        try:
-            source = source_type.create(options)
-            topics = tuple(source.topics)
-        except (ValueError, OSError) as exc:
-            raise ConfigError(f"{config.path}: {root}: {exc}") from None
+        source, topics = _create(source_type, options, sc, config.path)
         for topic in topics:
             if not isinstance(topic, str) or not topic or topic == "all":
                 raise ConfigError(f"{config.path}: {root}: the source declared an invalid topic name {topic!r}")

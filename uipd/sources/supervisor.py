@@ -22,6 +22,10 @@ class SourceStatus:
     name: str
     publisher: HubPublisher
     running: bool = False
+    """True exactly while the source's task runs on this node (not while it waits to restart, nor
+    once cancelled, e.g. its lease lost)."""
+    leader: bool | None = None
+    """With a lease (``run_on = "leader"`` in a cluster): whether this node holds it; None: no lease."""
     restarts: int = 0
     errors: int = 0
     last_error: str = ""
@@ -38,20 +42,25 @@ async def supervise(cs: ConfiguredSource, status: SourceStatus, *, task_status: 
     while True:
         started = trio.current_time()
         status.running = True
+        # A new run publishes from scratch: its replace() diffs against the hub, not against what
+        # an earlier run (or an earlier lease tenure, another node publishing meanwhile) expected.
+        status.publisher.forget(None)
         try:
             await cs.source.run(status.publisher)
-        except Exception as exc:  # any failure of plugin code: log, back off, run again
+        except (Exception, SystemExit) as exc:  # any failure of plugin code (a sys.exit too): log, back off, run again
             status.errors += 1
             status.last_error = repr(exc)
             if trio.current_time() - started >= _HEALTHY_AFTER:
                 backoff = _FIRST_BACKOFF
-            log.error("source %s failed (%s); restarting in %.1f s", cs.name, exc, backoff, exc_info=exc)
+            log.error("source %s failed (%s: %s); restarting in %.1f s", cs.name, type(exc).__name__, exc, backoff, exc_info=exc)
         else:
-            status.running = False
             log.info("source %s finished", cs.name)
             return
-        status.running = False
+        finally:  # cancelled too (its lease lost, a reload): not running from here on
+            status.running = False
         await trio.sleep(backoff)
         backoff = min(backoff * 2, cs.config.restart_max_backoff)
         status.restarts += 1
-        log.info("source %s restarting (restart %d)", cs.name, status.restarts)
+        # debug: the error line above is the one line per failure (a flapping source must not
+        # double the log)
+        log.debug("source %s restarting (restart %d)", cs.name, status.restarts)

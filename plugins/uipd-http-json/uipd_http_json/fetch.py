@@ -60,9 +60,12 @@ class ConditionalFetcher:
         except httpx.HTTPError as exc:
             raise FetchError(f"request failed ({type(exc).__name__}: {exc})") from None
         try:
+            # NaN and Infinity are let through: uipd refuses just the items holding them
             document = json.loads(body)
         except ValueError as exc:
             raise FetchError(f"not JSON ({exc})") from None
+        except RecursionError:  # nested past the decoder: nothing of the document can be read
+            raise FetchError("not JSON (nested too deep)") from None
         # Remember the validators only once the body parsed: a broken body must be fetched again.
         self.etag, self.last_modified = etag, last_modified
         return Fetched(document)

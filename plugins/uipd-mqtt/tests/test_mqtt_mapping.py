@@ -31,11 +31,20 @@ def test_route_by_filter_and_id_from_level_or_field():
         (CAM, "cams/x", b'{"cameraNum": true}', "no usable id"),
         (CAM, "cams/x", b"", "not JSON"),
         (Route("a/#", "t", id_level=3), "a/b", b"{}", "no level 3"),
+        (AQ, "sensors/q1/aq", b'{"aqi": NaN}', "NaN is not a JSON value"),
+        (AQ, "sensors/q1/aq", b'{"aqi": -Infinity}', "-Infinity is not a JSON value"),
     ],
 )
 def test_bad_payloads_are_refused_with_a_reason(route, topic, payload, why):
     with pytest.raises(BadPayload, match=why):
         to_change(route, topic, payload, 100)
+
+
+def test_a_payload_nested_past_the_decoder_is_a_bad_payload():
+    # json.loads raises RecursionError (not a ValueError) past ~1000 levels
+    deep = b'{"v": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(BadPayload, match="nested too deep"):
+        to_change(AQ, "sensors/q1/aq", deep, len(deep))
 
 
 def test_options_load_strictly_and_are_checked():

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from attrs import frozen
 from paho.mqtt.client import topic_matches_sub
+from uipd.plugin_tools import parse_json
 
 from uipd_mqtt.options import Route
 
@@ -43,8 +43,8 @@ def to_change(route: Route, mqtt_topic: str, payload: bytes, max_bytes: int) -> 
     if len(payload) > max_bytes:
         raise BadPayload(f"payload of {len(payload)} bytes is over max_payload_bytes ({max_bytes})")
     try:
-        data = json.loads(payload)
-    except ValueError as exc:  # UnicodeDecodeError included
+        data = parse_json(payload)
+    except ValueError as exc:  # UnicodeDecodeError, NaN and too deep included
         raise BadPayload(f"not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise BadPayload(f"expected a JSON object, got {type(data).__name__}")

@@ -9,7 +9,7 @@ import trio
 from attrs import define, field
 
 from uipd.plugin import Publisher
-from uipd.plugin_tools import Backoff, HealthLog
+from uipd.plugin_tools import Backoff, HealthLog, RepeatLog
 from uipd_mqtt.bridge import SessionEvents, run_session
 from uipd_mqtt.mapping import BadPayload, route_for, to_change
 from uipd_mqtt.options import MqttOptions
@@ -26,12 +26,13 @@ class MqttSource(SessionEvents):
     connected: bool = field(default=False, init=False)
     """Subscribed on a live connection right now."""
     _publisher: Publisher | None = field(default=None, init=False)
-    _last_bad_log: float = field(default=float("-inf"), init=False)
-    _unlogged_bad: int = field(default=0, init=False)
+    _bad_log: RepeatLog = field(init=False)
+    """The first bad message of a burst in full, then a summary per ``bad_payload_log_interval``."""
     _refused: str | None = field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.topics = tuple(dict.fromkeys(r.topic for r in self.options.routes))
+        self._bad_log = RepeatLog(self.where, log, self.options.bad_payload_log_interval, events="bad messages dropped", clock=trio.current_time)
 
     @property
     def where(self) -> str:
@@ -52,6 +53,7 @@ class MqttSource(SessionEvents):
                 failure = failure or self._refused or "connection lost"
                 if was_connected or trio.current_time() - started > o.keepalive:
                     backoff.reset()  # it worked for a while: start the backoff over
+                self._bad_log.flush()
                 await health.retry_later(failure)
         finally:
             self._publisher = None
@@ -94,13 +96,10 @@ class MqttSource(SessionEvents):
         except ValueError as exc:  # uipd refused the entity (e.g. not encodable): the message is bad
             self.counts["publish_errors"] += 1
             self._bad_payload(mqtt_topic, f"refused by uipd: {exc}")
+        except Exception as exc:  # any other fault is this message's alone: raised into paho's thread it would end the session
+            self.counts["publish_errors"] += 1
+            self._bad_payload(mqtt_topic, f"publishing it failed ({type(exc).__name__}: {exc})")
 
     def _bad_payload(self, mqtt_topic: str, why: str) -> None:
         self.counts["bad_payload"] += 1
-        now = trio.current_time()
-        if now - self._last_bad_log >= self.options.bad_payload_log_interval:
-            more = f" ({self._unlogged_bad} more bad payload(s) since the last report)" if self._unlogged_bad else ""
-            log.warning("%s: dropped a message on %r: %s%s", self.where, mqtt_topic, why, more)
-            self._last_bad_log, self._unlogged_bad = now, 0
-        else:
-            self._unlogged_bad += 1
+        self._bad_log.report(f"dropped a message on {mqtt_topic!r}: {why}")

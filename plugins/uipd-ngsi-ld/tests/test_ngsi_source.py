@@ -13,8 +13,10 @@ from trio_websocket import open_websocket_url
 
 from uipd.plugin import HttpRequest
 from uipd.testing import FakePublisher, free_port, run_daemon, serve_asgi
+from uipd_ngsi_ld.alerts import AlertTracker
 from uipd_ngsi_ld.options import AlertRule, EntityMapping, NgsiLdOptions
 from uipd_ngsi_ld.plugin import create
+from uipd_ngsi_ld.source import TopicState
 
 CONTEXT = "https://example.org/hcmc-context.jsonld"
 
@@ -160,6 +162,30 @@ async def test_notify_refuses_bad_requests():
     assert (await source.notify(req("POST", b'{"type":"Notification"}'))).status == 400
     ok = await source.notify(req("POST", b'{"type":"Notification","data":[{"id":"x","type":"Other"},{"type":"Camera"}]}'))
     assert ok.status == 200 and ok.body["changed"] == 0 and source.skipped == 2
+
+
+async def test_notify_refuses_poison_data_with_a_400_and_publishes_nothing():
+    source = source_for("http://127.0.0.1:9")
+    m = source.options.entities[0]
+    source._states = {m.type: TopicState(m, AlertTracker(m.alerts))}  # as run() makes them
+    pub = source._publisher = FakePublisher(source.topics)
+    note = lambda body: source.notify(HttpRequest("POST", "notify", "", {}, body))  # noqa: E731
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for body in (
+        b'{"type":"Notification","data":[{"id":"c1","type":"Camera","v":NaN}]}',  # Python's json accepts NaN
+        b'{"type":"Notification","data":[{"id":"c1","type":"Camera","v":' + deep + b"}]}",  # RecursionError
+    ):
+        assert (await note(body)).status == 400
+    # uipd's own refusal (nested past what JSON encoding allows; an int beyond 64 bits) is a 400 too
+    for value in ("[" * 300 + "]" * 300, str(2**70)):
+        answer = await note(b'{"type":"Notification","data":[{"id":"c1","type":"Camera","v":%s}]}' % value.encode())
+        assert answer.status == 400 and "c1" in answer.body["error"]
+    # an unhashable type is skipped like an unknown one, not a 500
+    answer = await note(b'{"type":"Notification","data":[{"id":"c1","type":["Camera"]}]}')
+    assert answer.status == 200 and answer.body["changed"] == 0
+    assert pub.updates == [] and pub.state["cameras"] == {}
+    good = await note(b'{"type":"Notification","data":[{"id":"c1","type":"Camera","v":1}]}')
+    assert good.status == 200 and good.body["changed"] == 1 and list(pub.state["cameras"]) == ["c1"]
 
 
 async def test_push_notifications_reach_clients_of_a_running_daemon():

@@ -68,8 +68,9 @@ class Broker:
             if response.status_code != 200:
                 raise BrokerError(f"GET {ENTITIES}?type={entity_type}: HTTP {response.status_code}")
             try:
+                # NaN and Infinity are let through: uipd refuses just the entities holding them
                 page = response.json()
-            except ValueError:
+            except (ValueError, RecursionError):  # nested past the decoder: nothing of the page can be read
                 raise BrokerError(f"GET {ENTITIES}?type={entity_type}: the answer is not JSON") from None
             if not isinstance(page, list):
                 raise BrokerError(f"GET {ENTITIES}?type={entity_type}: expected an array of entities, got {type(page).__name__}")

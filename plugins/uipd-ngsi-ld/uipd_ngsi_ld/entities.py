@@ -53,7 +53,7 @@ def attribute_value(attribute: Any, normalized: bool) -> Any:
         # a multi-attribute: the default instance (no datasetId), else the first
         default = next((a for a in attribute if "datasetId" not in a), attribute[0])
         return attribute_value(default, normalized)
-    if normalized and isinstance(attribute, dict) and attribute.get("type") in _VALUE_MEMBER:
+    if normalized and isinstance(attribute, dict) and isinstance(attribute.get("type"), str) and attribute["type"] in _VALUE_MEMBER:
         kind = attribute["type"]
         value = _typed_literal(attribute.get(_VALUE_MEMBER[kind]))
         return point(value) if kind == "GeoProperty" else value

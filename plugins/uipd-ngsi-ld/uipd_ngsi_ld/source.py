@@ -3,7 +3,6 @@ optionally keeps an NGSI-LD subscription whose notifications arrive on ``/source
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -13,7 +12,7 @@ import trio
 from attrs import define, field
 
 from uipd.plugin import HttpHandler, HttpRequest, HttpResponse, Publisher
-from uipd.plugin_tools import Backoff, HealthLog
+from uipd.plugin_tools import Backoff, HealthLog, parse_json, publishable
 from uipd_ngsi_ld.alerts import AlertTracker, alert_data
 from uipd_ngsi_ld.broker import Broker, BrokerError
 from uipd_ngsi_ld.entities import entity_id, to_uipd, version_key
@@ -33,6 +32,9 @@ class TopicState:
     notified: set[str] | None = None
     """While a poll of this type is in flight: ids a notification updated meanwhile (the poll's
     older listing must not overwrite them, nor count them as deleted)."""
+    refused: dict[str, str] = field(factory=dict)
+    """Entity id -> version key of an entity uipd refused (or the mapping could not read): not
+    tried again, nor reported again, until its version changes."""
 
 
 @define
@@ -44,6 +46,9 @@ class NgsiLdSource:
     notifications: int = field(default=0, init=False)
     skipped: int = field(default=0, init=False)
     """Entities ignored because they had no usable id or an unmapped type."""
+    refused: int = field(default=0, init=False)
+    """Entities left out because uipd refused them (or the mapping failed on them): the others
+    were published without them."""
     subscription: str | None = field(default=None, init=False)
     """The URL of the live subscription in push mode."""
     _states: dict[str, TopicState] = field(factory=dict, init=False)
@@ -113,23 +118,31 @@ class NgsiLdSource:
 
     def _apply(
         self, publisher: Publisher, state: TopicState, raw: Iterable[Any], *, complete: bool, keep: set[str] = frozenset(), removed: Iterable[str] = ()
-    ) -> int:
+    ) -> tuple[int, list[str]]:
         """Publish the entities of ``raw`` that changed; with ``complete`` (a whole listing), also
-        remove what is no longer listed.  ``keep``: ids to leave alone.  Returns entities sent."""
+        remove what is no longer listed.  ``keep``: ids to leave alone.  Returns the entities sent
+        and why each entity left out was (one that uipd refuses, or that the mapping cannot read,
+        is reported and left out: it never holds back the others)."""
         m = state.mapping
         current = publisher.current(m.topic)
         changed: list[dict[str, Any]] = []
+        refused: list[tuple[str, str, str]] = []
         seen: dict[str, str] = {}
         for entity in raw:
             ident = entity_id(entity)
             if ident is None:
                 self.skipped += 1
                 continue
-            version = version_key(entity, m.timestamp_field, self.normalized)
-            seen[ident] = version
-            if ident in keep or (state.versions.get(ident) == version and ident in current):
+            try:
+                version = version_key(entity, m.timestamp_field, self.normalized)
+                seen[ident] = version
+                if ident in keep or state.refused.get(ident) == version or (state.versions.get(ident) == version and ident in current):
+                    continue
+                mapped = to_uipd(entity, m, self.normalized)
+            except Exception as exc:  # whatever the broker sent, one entity fails alone
+                seen.setdefault(ident, "")  # still listed: not to be taken for a deletion
+                refused.append((ident, seen[ident], f"entity {ident!r} cannot be mapped ({type(exc).__name__}: {exc})"))
                 continue
-            mapped = to_uipd(entity, m, self.normalized)
             if current.get(ident) != mapped:
                 changed.append(mapped)
         gone = set(removed)
@@ -142,15 +155,31 @@ class NgsiLdSource:
         gone &= set(current)
         for ident in gone:
             state.versions.pop(ident, None)
-        if not changed and not gone:
-            return 0
-        publisher.update(m.topic, changed, sorted(gone))
+        if changed or gone:
+            try:
+                publisher.update(m.topic, changed, sorted(gone))
+            except ValueError:  # some entity uipd cannot publish (uipd logged and counted the refusal)
+                changed, bad = publishable(changed)
+                refused += [(str(e.get("id")), seen.get(e.get("id"), ""), why) for e, why in bad]
+                if changed or gone:
+                    publisher.update(m.topic, changed, sorted(gone))
+        if complete:
+            state.refused = {i: v for i, v in state.refused.items() if i in seen}
+        for ident, version, _ in refused:
+            state.versions.pop(ident, None)  # never published: compared afresh once it changes
+            state.refused[ident] = version
+        if refused:
+            self.refused += len(refused)
+            log.warning(
+                "NGSI-LD %s: %d entit%s left out, the others published: %s", m.type, len(refused), "y" if len(refused) == 1 else "ies",
+                "; ".join(why for _, _, why in refused[:3]) + (f"; and {len(refused) - 3} more" if len(refused) > 3 else ""),
+            )
         for ident in gone:
             state.alerts.forget(ident)
         for entity in changed:
             for rule in state.alerts.check(entity):
                 publisher.alert(m.topic, alert_data(rule, entity))
-        return len(changed)
+        return len(changed), [why for _, _, why in refused]
 
     # -- push mode ------------------------------------------------------------------------------
 
@@ -185,8 +214,8 @@ class NgsiLdSource:
         if publisher is None:
             return HttpResponse(503, {"ok": False, "error": "the source is not running"})
         try:
-            body = json.loads(request.body)
-        except ValueError:
+            body = parse_json(request.body)
+        except ValueError:  # NaN, Infinity and nesting past the decoder included
             log.warning("NGSI-LD notification refused: the body is not JSON")
             return HttpResponse(400, {"ok": False, "error": "the body is not JSON"})
         if not isinstance(body, dict) or body.get("type") != "Notification" or not isinstance(body.get("data"), list):
@@ -195,7 +224,8 @@ class NgsiLdSource:
         by_type: dict[str, list[Any]] = {}
         deleted: dict[str, list[str]] = {}
         for entity in body["data"]:
-            state = self._states.get(entity.get("type")) if isinstance(entity, dict) else None
+            kind = entity.get("type") if isinstance(entity, dict) else None
+            state = self._states.get(kind) if isinstance(kind, str) else None
             ident = entity_id(entity)
             if state is None or ident is None:
                 self.skipped += 1
@@ -207,7 +237,16 @@ class NgsiLdSource:
             else:
                 by_type.setdefault(state.mapping.type, []).append(entity)
         sent = 0
+        refused: list[str] = []
         for t in by_type.keys() | deleted.keys():
-            sent += self._apply(publisher, self._states[t], by_type.get(t, []), complete=False, removed=deleted.get(t, []))
+            try:
+                n, left_out = self._apply(publisher, self._states[t], by_type.get(t, []), complete=False, removed=deleted.get(t, []))
+            except ValueError as exc:  # uipd refused the type's entities (logged by uipd): nothing of them changed
+                refused.append(f"{t}: {exc}")
+                continue
+            sent += n
+            refused += (f"{t}: {why}" for why in left_out)
         self.notifications += 1
+        if refused:
+            return HttpResponse(400, {"ok": False, "error": "; ".join(refused), "changed": sent})
         return HttpResponse(200, {"ok": True, "entities": len(body["data"]), "changed": sent})

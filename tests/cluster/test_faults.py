@@ -1,0 +1,207 @@
+"""The Redis broker when Redis misbehaves (issue 12 items 5 and 6): every wait on Redis is
+bounded, a leader whose Redis stopped answering stops its source before its lease can expire,
+readiness follows Redis, no ALERT is lost silently, and the HTTP API tells the truth about each
+message (200 published, 503 not published, 504 unknown).
+
+A blackholed Redis is a FreezableProxy in front of the shared Redis, frozen; each test has its
+own key prefix and deletes its keys."""
+
+import logging
+import uuid
+
+import coredis
+import pytest
+import trio
+
+from tests.cluster.proxy import FreezableProxy
+from tests.cluster.test_cluster import REDIS, redis_up, until
+from tests.conftest import api_client, connect, running_daemon
+from tests.sources.test_supervision import inline_plugin
+from uipd.cluster.redis import RedisBroker
+
+pytestmark = pytest.mark.skipif(not redis_up(), reason="no Redis on 127.0.0.1:6379")
+
+TTL = 1.5
+FAST = {"command_timeout": 0.2, "ping_interval": 0.2, "publish_timeout": 1.0}
+"""Short bounds, so each fault shows within a fraction of a second."""
+
+
+@pytest.fixture
+async def prefix():
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    yield prefix
+    async with coredis.Redis.from_url(REDIS) as r:
+        keys = [k async for k in r.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await r.delete(keys)
+
+
+@pytest.fixture
+async def proxy(nursery):
+    proxy = FreezableProxy(6379)
+    await nursery.start(proxy.run)
+    return proxy
+
+
+def config(prefix, node, url=REDIS, **extra):
+    return {
+        "broker": {"kind": "redis", "url": url, "prefix": prefix, "node_id": node, "lease_ttl": TTL, **FAST},
+        "server": {"topics": ["accidents", "weather"]},
+        **extra,
+    }
+
+
+def probe_plugin(active, node):
+    """A source type "probe" that only records whether it runs on ``node`` (``active[node]``)."""
+
+    class Probe:
+        topics = ("probe",)
+
+        async def run(self, publisher):
+            active[node] = True
+            try:
+                await trio.sleep_forever()
+            finally:
+                active[node] = False
+
+    return inline_plugin("probe", Probe)
+
+
+def broker_lines(caplog, text):
+    return [r for r in caplog.records if r.name == "uipd.cluster.redis" and text in r.getMessage()]
+
+
+async def test_a_blackholed_redis_stops_the_source_before_its_lease_expires_and_readiness_follows(prefix, proxy, caplog):
+    caplog.set_level(logging.INFO)
+    active = {}
+    probe = {"sources": {"probe": {"plugin": "probe"}}}
+    async with running_daemon(config(prefix, "a", proxy.url, **probe), plugins=(probe_plugin(active, "a"),)) as a:
+        await until(lambda: active.get("a"))
+        async with running_daemon(config(prefix, "b", **probe), plugins=(probe_plugin(active, "b"),)) as b, api_client(a) as http:
+            await until(lambda: b.broker.ready)
+            assert not active.get("b") and (await http.get("/readyz")).status_code == 200
+            proxy.freeze()
+            frozen_at = trio.current_time()
+            stopped_at = started_at = unready_at = None
+            with trio.fail_after(4 * TTL):
+                while started_at is None or unready_at is None:
+                    assert not (active.get("a") and active.get("b")), "two nodes run the same source"
+                    now = trio.current_time()
+                    if stopped_at is None and not active.get("a"):
+                        stopped_at = now
+                    if started_at is None and active.get("b"):
+                        started_at = now
+                    if unready_at is None and (await http.get("/readyz")).status_code == 503:
+                        unready_at = now
+                    await trio.sleep(0.01)
+            # the lease was last renewed before the freeze: the source stopped within ttl - margin of it
+            assert stopped_at - frozen_at < TTL * 0.75 + 0.1
+            assert started_at > stopped_at
+            assert unready_at - frozen_at < FAST["ping_interval"] + FAST["command_timeout"] + 0.3
+            assert not a.broker.ready
+            proxy.thaw()
+            with trio.fail_after(6):
+                while (await http.get("/readyz")).status_code != 200:
+                    await trio.sleep(0.05)
+            assert a.broker.ready and active.get("b") and not active.get("a")  # b keeps the source
+    # one line per change of state, however many reconnection attempts failed
+    assert len(broker_lines(caplog, "Redis unreachable (Redis did not answer")) == 1
+    assert len(broker_lines(caplog, "connected to redis://127.0.0.1:%d" % proxy.port)) == 2
+
+
+async def test_a_publish_sent_without_an_answer_is_reported_unknown_not_failed(prefix, proxy, caplog):
+    async with running_daemon(config(prefix, "a", proxy.url)) as a, api_client(a) as http:
+        await until(lambda: a.broker.ready)
+        proxy.freeze("down")  # Redis runs the commands; the answers never come back
+        with trio.fail_after(3):
+            r = await http.post("/api/publish", json={"topic": "accidents", "type": "ALERT", "data": {"m": "crash"}})
+        assert r.status_code == 504 and r.json()["error"]["code"] == "publish_unknown"
+        async with coredis.Redis.from_url(REDIS) as redis:
+            assert await redis.hget(f"{prefix}:seq", "accidents") == b"1"  # it was in fact published
+        assert a.broker.lost_alerts == {("accidents", "publish_unknown"): 1}
+        assert broker_lines(caplog, "ALERT of topic accidents (seq unassigned) from the HTTP API: sent to Redis, which did not answer")
+        proxy.thaw()
+        await until(lambda: a.broker.ready)
+        metrics = (await http.get("/metrics")).text
+        assert 'uipd_alerts_lost_total{reason="publish_unknown",topic="accidents"} 1.0' in metrics
+
+
+async def test_each_api_publish_is_answered_with_its_own_outcome(prefix):
+    async with running_daemon(config(prefix, "a")) as a, api_client(a) as http:
+        await until(lambda: a.broker.ready)
+        async with coredis.Redis.from_url(REDIS) as redis:
+            await redis.hset(f"{prefix}:seq", {"weather": "not a number"})  # Redis refuses weather's HINCRBY
+        answers = {}
+
+        async def post(i, topic):
+            answers[(topic, i)] = await http.post("/api/publish", json={"topic": topic, "type": "ALERT", "data": {"i": i}})
+
+        async with trio.open_nursery() as nursery:  # at once, so they share batches
+            for i in range(10):
+                for topic in ("accidents", "weather"):
+                    nursery.start_soon(post, i, topic)
+        good = [answers[("accidents", i)] for i in range(10)]
+        bad = [answers[("weather", i)] for i in range(10)]
+        assert [r.status_code for r in good] == [200] * 10
+        assert sorted(r.json()["seq"] for r in good) == list(range(1, 11))
+        assert {(r.status_code, r.json()["error"]["code"]) for r in bad} == {(503, "publish_failed")}
+        assert "not an integer" in bad[0].json()["error"]["message"]
+        async with coredis.Redis.from_url(REDIS) as redis:
+            assert await redis.hget(f"{prefix}:seq", "accidents") == b"10"  # what was answered 200 is what was published
+        assert a.broker.ready  # a refused message is not an outage
+        assert a.broker.lost_alerts == {("weather", "publish_failed"): 10}
+
+
+async def test_a_sources_lost_alerts_are_logged_with_the_source_and_counted(prefix, caplog):
+    source = {"sources": {"count": {"plugin": "counter", "interval": 0.02, "alert_every": 1, "topic": "accidents"}}}
+    async with running_daemon(config(prefix, "a", **source)) as a:
+        c = await connect(a)
+        await c.recv_until(lambda m: m["type"] == "ALERT")
+        async with coredis.Redis.from_url(REDIS) as redis:
+            await redis.hset(f"{prefix}:seq", {"accidents": "broken"})
+        await until(lambda: a.broker.lost_alerts[("accidents", "publish_failed")] >= 3)
+        lines = broker_lines(caplog, "ALERT of topic accidents (seq unassigned) from source count: not published: Redis refused it")
+        assert len(lines) >= 3
+        assert broker_lines(caplog, "refused by Redis, not published") and all("from count" in r.getMessage() for r in broker_lines(caplog, "refused by Redis"))
+
+
+async def test_alerts_published_while_a_node_joins_are_counted_and_logged(prefix, caplog, monkeypatch):
+    async with running_daemon(config(prefix, "a")) as a, api_client(a) as http:
+        await until(lambda: a.broker.ready)
+        original = RedisBroker._load_state
+
+        async def load_state(self, client):
+            if self.node_id == "b" and not self._sessions:
+                # b is subscribed but has not loaded yet: these are in the state it loads
+                for body in ({"topic": "accidents", "type": "ALERT", "data": {"m": "join"}}, {"topic": "accidents", "data": [{"id": "x"}]}):
+                    assert (await http.post("/api/publish", json=body)).status_code == 200
+            return await original(self, client)
+
+        monkeypatch.setattr(RedisBroker, "_load_state", load_state)
+        async with running_daemon(config(prefix, "b")) as b:
+            await until(lambda: b.broker.ready)
+            c = await connect(b)
+            assert (await http.post("/api/publish", json={"topic": "accidents", "type": "ALERT", "data": {"m": "after"}})).json()["seq"] == 3
+            assert (await c.recv_json())["seq"] == 3  # live messages flow as before
+            await until(lambda: b.broker.lost_alerts)
+            assert b.broker.lost_alerts == {("accidents", "join"): 1}  # the ALERT, not the UPDATE (it is in the state)
+            assert broker_lines(caplog, "ALERT of topic accidents (seq 1): published while this node (re)loaded")
+
+
+async def test_messages_published_while_a_node_was_cut_off_are_counted_and_its_clients_resynced(prefix, proxy, caplog):
+    async with running_daemon(config(prefix, "a", proxy.url)) as a, running_daemon(config(prefix, "b")) as b:
+        await until(lambda: a.broker.ready and b.broker.ready)
+        c = await connect(a)
+        proxy.freeze()
+        await until(lambda: not a.broker.ready, timeout=3)
+        async with api_client(b) as http:
+            for body in ({"topic": "accidents", "type": "ALERT", "data": {"m": 1}}, {"topic": "accidents", "data": [{"id": "x"}]}):
+                assert (await http.post("/api/publish", json=body)).status_code == 200
+        proxy.thaw()
+        await until(lambda: a.broker.ready, timeout=6)
+        resync = await c.recv_until(lambda m: m["type"] == "SNAPSHOT")
+        assert resync["resync"] is True and [e["id"] for e in resync["data"]["accidents"]] == ["x"]
+        assert a.broker.missed == {"accidents": 2} and not b.broker.missed
+        assert broker_lines(caplog, "topic accidents: 2 message(s) (seq 1-2) were published while this node was cut off")
+        async with api_client(a) as http:
+            assert 'uipd_cluster_messages_missed_total{topic="accidents"} 2.0' in (await http.get("/metrics")).text

@@ -1,0 +1,93 @@
+"""The WebSocket accept loop: takes each TCP connection and starts its handler in the daemon's nursery.
+
+It replaces ``trio.serve_listeners`` for one reason: when the process runs out of descriptors
+(EMFILE, ENFILE) or of kernel memory (ENOBUFS, ENOMEM), trio logs a full traceback every 100 ms
+for as long as that lasts, and retries at that pace.  Here one episode is one warning when it
+begins and one line when accepting works again, and the retries back off (``[server]
+accept_backoff`` doubling up to ``accept_backoff_max``): connections wait in the listen backlog
+meanwhile, and are taken as soon as descriptors free up (at most one backoff cap later).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import trio
+from attrs import define
+
+log = logging.getLogger(__name__)
+
+CAPACITY_ERRORS = {
+    errno.EMFILE: "out of file descriptors",
+    errno.ENFILE: "out of file descriptors (system-wide)",
+    errno.ENOBUFS: "out of socket buffers",
+    errno.ENOMEM: "out of memory",
+}
+"""accept() failures that say the process or the system is full, not that the listener broke."""
+
+
+@define
+class AcceptEpisode:
+    """Whether the listeners are backing off, shared by all of them: one log line per episode."""
+
+    since: float | None = None
+    """When the current episode began (trio clock); None: accepting normally."""
+    failures: int = 0
+
+    def failed(self, exc: OSError, backoff: float, backoff_max: float, clock: float) -> float:
+        """An accept failed for lack of resources: how long to wait before the next try."""
+        if self.since is None:
+            self.since = clock
+            log.warning(
+                "%s: accept() failed with %s (%s); backing off (%.2f s doubling up to %.1f s) until connections can be taken again",
+                CAPACITY_ERRORS[exc.errno], errno.errorcode.get(exc.errno, exc.errno), os.strerror(exc.errno), backoff, backoff_max,
+            )
+        self.failures += 1
+        return min(backoff * 2 ** min(self.failures - 1, 30), backoff_max)
+
+    def succeeded(self, clock: float) -> None:
+        if self.since is not None:
+            log.warning("accepting connections again after %.1f s (%d failed accepts)", clock - self.since, self.failures)
+            self.since, self.failures = None, 0
+
+
+async def serve_listeners(
+    handler: Callable[[trio.abc.Stream], Awaitable[None]],
+    listeners: Sequence[trio.abc.Listener[Any]],
+    *,
+    handler_nursery: trio.Nursery,
+    backoff: Callable[[], tuple[float, float]],
+) -> None:
+    """Accept on every listener until cancelled; each connection's ``handler`` (which must never
+    raise) runs in ``handler_nursery``.  ``backoff`` gives (first delay, cap) when an episode
+    needs them: read each time, so a reload applies."""
+    episode = AcceptEpisode()
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(_accept_from, listener, handler, handler_nursery, episode, backoff)
+
+
+async def _accept_from(
+    listener: trio.abc.Listener[Any],
+    handler: Callable[[trio.abc.Stream], Awaitable[None]],
+    handler_nursery: trio.Nursery,
+    episode: AcceptEpisode,
+    backoff: Callable[[], tuple[float, float]],
+) -> None:
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in CAPACITY_ERRORS:
+                    raise
+                await trio.sleep(episode.failed(exc, *backoff(), trio.current_time()))
+                continue
+            if episode.since is not None:
+                episode.succeeded(trio.current_time())
+            # A constant name: trio otherwise formats one per task (a string kept per connection).
+            handler_nursery.start_soon(handler, stream, name="uipd client")
