@@ -35,7 +35,7 @@ from uipd.core.publish import Publication
 from uipd.core.topics import TopicTable
 from uipd.plugin import HttpHandler
 from uipd.server.clock import now
-from uipd.server.accept import serve_listeners
+from uipd.server.accept import AcceptEpisode, serve_listeners
 from uipd.server.connection import ClientConnection, serve_stream
 from uipd.server.flusher import Flusher
 from uipd.server.heartbeat import supervise_heartbeats
@@ -290,13 +290,13 @@ class Daemon:
             if self.tls is not None:  # loaded with the config (uipd.config.tls_context)
                 listeners = [trio.SSLListener(l, self.tls, https_compatible=True) for l in tcp_listeners]
             accept_scope = trio.CancelScope()
+            # Both listeners run out of descriptors together: one episode, one log line.
+            episode = AcceptEpisode()
+            backoff = lambda: (self.config.server.accept_backoff, self.config.server.accept_backoff_max)  # noqa: E731 (read at each episode: a reload applies)
 
             async def accept_loop() -> None:
                 with accept_scope:
-                    await serve_listeners(
-                        partial(serve_stream, host=self), listeners, handler_nursery=nursery,
-                        backoff=lambda: (self.config.server.accept_backoff, self.config.server.accept_backoff_max),
-                    )
+                    await serve_listeners(partial(serve_stream, host=self), listeners, handler_nursery=nursery, backoff=backoff, episode=episode)
 
             nursery.start_soon(accept_loop)
             self.listening = True
@@ -305,7 +305,9 @@ class Daemon:
                 allowed_origins=cfg.api.allowed_origins, request_timeout=cfg.api.request_timeout,
             )
             self.api_app = app
-            api = partial(serve_api, fd=self.inherited_fds.get("api"), request_timeout=cfg.api.request_timeout)
+            api = partial(
+                serve_api, fd=self.inherited_fds.get("api"), request_timeout=cfg.api.request_timeout, backoff=backoff, episode=episode,
+            )
             with _listening("HTTP API listener", cfg.api.host, cfg.api.port):
                 binds = await nursery.start(api, app, cfg.api.host, cfg.api.port, self._api_stop.wait)
             self.api_port = int(binds[0].rsplit(":", 1)[1])

@@ -15,6 +15,8 @@ from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 
 from tests.conftest import api_client, connect
 from tests.wsclient import RawClient
+from uipd.core.hub import Hub
+from uipd.server.connection import PARSE_BYTES
 
 FLOOD_LIMITS = {"rate_limit": 5.0, "rate_burst": 5, "rate_limit_strikes": 3}
 
@@ -69,6 +71,23 @@ async def test_ping_flood_is_closed_1008(daemon_factory):
         assert code == 1008
         assert len(pongs) <= 5  # within the burst, and only the latest of those queued together
         assert d.hub.counters.rate_limit_closes == 1
+        await canary_answers(d)
+
+
+async def test_a_flood_past_our_close_is_not_parsed(daemon_factory, monkeypatch):
+    """Closed 1008, the flooder kept the loop parsing its pings for close_timeout (the canary and
+    /healthz stalled 2 s): now a closing connection parses one slice more, then drops unparsed."""
+    parsed = []
+    real_ping = Hub.ping
+    monkeypatch.setattr(Hub, "ping", lambda self, session, pong, now: (parsed.append(1), real_ping(self, session, pong, now)))
+    async with daemon_factory({"server": FLOOD_LIMITS}) as d:
+        c = await connect(d)
+        flood = b"".join(c.ws.send(Ping(b"x")) for _ in range(50_000))  # 350 KB
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(c.send_raw, flood)
+            _, _, code = await read_until(c, never)
+        assert code == 1008
+        assert len(parsed) <= 2 * PARSE_BYTES // 7  # the slice that closed it and one more, of 50,000
         await canary_answers(d)
 
 

@@ -1,4 +1,4 @@
-"""The WebSocket accept loop: takes each TCP connection and starts its handler in the daemon's nursery.
+"""The accept loop of both listeners (WebSocket, HTTP API): takes each TCP connection and starts its handler.
 
 It replaces ``trio.serve_listeners`` for one reason: when the process runs out of descriptors
 (EMFILE, ENFILE) or of kernel memory (ENOBUFS, ENOMEM), trio logs a full traceback every 100 ms
@@ -61,14 +61,18 @@ async def serve_listeners(
     *,
     handler_nursery: trio.Nursery,
     backoff: Callable[[], tuple[float, float]],
+    episode: AcceptEpisode | None = None,
+    task_name: str = "uipd client",
 ) -> None:
     """Accept on every listener until cancelled; each connection's ``handler`` (which must never
     raise) runs in ``handler_nursery``.  ``backoff`` gives (first delay, cap) when an episode
-    needs them: read each time, so a reload applies."""
-    episode = AcceptEpisode()
+    needs them: read each time, so a reload applies.  ``episode``: shared with other listeners
+    (the WebSocket and the API ones run out of descriptors together: one episode, one line);
+    ``task_name``: each handler task's name."""
+    episode = AcceptEpisode() if episode is None else episode
     async with trio.open_nursery() as nursery:
         for listener in listeners:
-            nursery.start_soon(_accept_from, listener, handler, handler_nursery, episode, backoff)
+            nursery.start_soon(_accept_from, listener, handler, handler_nursery, episode, backoff, task_name)
 
 
 async def _accept_from(
@@ -77,6 +81,7 @@ async def _accept_from(
     handler_nursery: trio.Nursery,
     episode: AcceptEpisode,
     backoff: Callable[[], tuple[float, float]],
+    task_name: str,
 ) -> None:
     async with listener:
         while True:
@@ -90,4 +95,4 @@ async def _accept_from(
             if episode.since is not None:
                 episode.succeeded(trio.current_time())
             # A constant name: trio otherwise formats one per task (a string kept per connection).
-            handler_nursery.start_soon(handler, stream, name="uipd client")
+            handler_nursery.start_soon(handler, stream, name=task_name)

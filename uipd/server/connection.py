@@ -25,7 +25,7 @@ from uipd.core.hub import Hub, Session
 from uipd.server.clock import now
 from uipd.server.flusher import Flusher
 from uipd.server.handshake import UpgradeRequest, open_handshake
-from uipd.server.transport import RECEIVE_BYTES, TransportClosed, WebSocketTransport, WriteGate
+from uipd.server.transport import TransportClosed, WebSocketTransport, WriteGate
 
 if TYPE_CHECKING:
     from uipd.config import ServerConfig
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 CLOSE_UNSUPPORTED_DATA = 1003
 PARSE_BYTES = 4096
 """Bytes handed to the frame parser at once (see ``run``): ~6 ms of wsproto for a slice of tiny frames."""
+DISCARD_INTERVAL = 0.01
+"""Seconds between two reads of a closing connection past what it may have parsed (see ``run``)."""
 
 _client_ids = random.Random()  # seeded from os.urandom; ids name clients, they grant nothing
 """Client ids: a system call per connection (``secrets``) showed in the profile of a connection storm."""
@@ -172,13 +174,12 @@ class ClientConnection:
         parsed_while_closing = 0
         try:
             while not transport.closed:
-                if outbound.closing is not None and parsed_while_closing >= RECEIVE_BYTES:
+                if outbound.closing is not None and parsed_while_closing >= PARSE_BYTES:
                     # A closing connection parses only to reach the peer's close frame, and no
-                    # more than one read's worth: a client that floods past our close (pings,
-                    # fragments) kept the loop parsing, and the kernel copying, for close_timeout,
-                    # which stalled every other client and the API.  Not read any more, it is held
-                    # back by TCP until the close deadline (set with our close frame) drops it.
-                    await trio.sleep(2 * self.close_timeout)  # the deadline comes first
+                    # more than one slice: a client that floods past our close (pings,
+                    # fragments) kept the loop parsing for close_timeout, which stalled every other
+                    # client and the API.  The rest is read and dropped unparsed.
+                    await self._discard_until_closed()
                     return
                 if not data:
                     try:
@@ -220,10 +221,10 @@ class ClientConnection:
 
     async def _discard_until_closed(self) -> None:
         """Read and drop what the peer still sends until it closes (or our close timed out):
-        closing a socket with unread data would reset it and lose our close frame."""
-        while True:
-            if not await self.transport.gate.receive_some():
-                return
+        closing a socket with unread data would reset it and lose our close frame.  A read per
+        DISCARD_INTERVAL at most: a client flooding past our close is not copied at loopback speed."""
+        while await self.transport.gate.receive_some():
+            await trio.sleep(DISCARD_INTERVAL)
 
     async def _write_loop(self) -> None:
         queue = self.session.outbound
