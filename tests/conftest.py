@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.wsclient import RawClient
-from uipd.daemon import Daemon
+from uipd.runtime.daemon import Daemon
 from uipd.testing import run_daemon
 
 DEFAULT_TOPICS = ["cameras", "weather", "airQuality", "accidents", "patterns", "congestion"]

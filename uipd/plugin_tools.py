@@ -18,6 +18,8 @@
   the first in full, then at most one summary line per interval with the count and the last one.
 - :func:`publishable`: after a publish of many entities was refused, splits them into those uipd
   takes and those it refuses (with the reason), so one bad entity does not hold back the others.
+- :func:`replace_publishable`: ``Publisher.replace`` that publishes the entities uipd takes when
+  it refuses some, keeping each refused one's last good version.
 
 The retry loop of a poller::
 
@@ -43,12 +45,15 @@ from typing import Any
 import trio
 from attrs import define, field
 
+from uipd.config import non_negative, positive
+from uipd.core.backoff import Backoff
 from uipd.core.errors import PublishError
 from uipd.core.publish import check_entity
+from uipd.plugin import Publisher
 
 __all__ = [
     "Backoff", "HealthLog", "RepeatLog", "http_url", "non_negative", "not_empty", "optional_http_url", "parse_json", "positive",
-    "publishable",
+    "publishable", "replace_publishable",
 ]
 
 
@@ -56,12 +61,16 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def parse_json(data: str | bytes) -> Any:
+def parse_json(data: str | bytes, *, non_finite: bool = False) -> Any:
     """``json.loads`` as strict as uipd: Python's decoder accepts NaN and Infinity, which JSON
     (and so a publish) cannot carry, and raises RecursionError, not ValueError, for a payload
-    nested past its limit; both become a ``ValueError`` (so does undecodable UTF-8)."""
+    nested past its limit; both become a ``ValueError`` (so does undecodable UTF-8).
+
+    ``non_finite=True`` lets NaN and Infinity through as floats, for a caller that publishes the
+    entities one by one (:func:`replace_publishable`): the publish then refuses just the entity
+    holding one, naming where it is, instead of the whole document."""
     try:
-        return json.loads(data, parse_constant=_no_constant)
+        return json.loads(data) if non_finite else json.loads(data, parse_constant=_no_constant)
     except RecursionError:
         raise ValueError("nested too deep") from None
 
@@ -69,16 +78,7 @@ def parse_json(data: str | bytes) -> Any:
 # -- attrs validators ---------------------------------------------------------------------------
 
 
-def positive(instance: Any, attribute: Any, value: float) -> None:
-    """attrs validator: the number must be greater than 0."""
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be greater than 0, got {value!r}")
-
-
-def non_negative(instance: Any, attribute: Any, value: float) -> None:
-    """attrs validator: the number must be 0 or more."""
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be 0 or more, got {value!r}")
+# positive, non_negative: uipd's own (uipd.config), so NaN and infinity are refused in options too.
 
 
 def not_empty(instance: Any, attribute: Any, value: str) -> None:
@@ -99,34 +99,7 @@ def optional_http_url(instance: Any, attribute: Any, value: str) -> None:
         http_url(instance, attribute, value)
 
 
-# -- retrying -----------------------------------------------------------------------------------
-
-
-@define
-class Backoff:
-    """The wait before each retry: ``first``, then doubling on each further failure up to
-    ``maximum``; :meth:`reset` after a success (or a long enough healthy run) starts over.
-
-    Pure arithmetic, no clock: the caller sleeps (``await trio.sleep(backoff.next())``).
-    """
-
-    first: float
-    maximum: float
-    delay: float = field(init=False)
-    """The wait :meth:`next` returns next."""
-
-    def __attrs_post_init__(self) -> None:
-        self.delay = self.first
-
-    def next(self) -> float:
-        """The wait before this retry; the following one will be twice as long (up to ``maximum``)."""
-        delay = self.delay
-        self.delay = min(delay * 2, self.maximum)
-        return delay
-
-    def reset(self) -> None:
-        """Start over from ``first``."""
-        self.delay = self.first
+# -- retrying (Backoff: uipd.core.backoff, re-exported here) ---------------------------------
 
 
 @define
@@ -248,3 +221,21 @@ def publishable(entities: Iterable[Any]) -> tuple[list[Any], list[tuple[Any, str
         else:
             good.append(entity)
     return good, bad
+
+
+def replace_publishable(publisher: Publisher, topic: str, entities: Iterable[Any]) -> tuple[int | None, list[tuple[Any, str]]]:
+    """``publisher.replace(topic, entities)``; if uipd refuses some of the entities, the others are
+    published and each refused one that was published before keeps its last good version (rather
+    than being removed: a bad edit is not a deletion).  Returns the seq (None: nothing changed) and
+    the refused entities with uipd's reasons (empty when the whole batch went through).  A refusal
+    that is not any entity's (a topic the source does not provide) raises ``ValueError`` as usual."""
+    entities = list(entities)
+    try:
+        return publisher.replace(topic, entities), []
+    except ValueError:  # uipd logged and counted the refusal
+        good, bad = publishable(entities)
+        if not bad:
+            raise
+    current = publisher.current(topic)
+    ids = {str(e["id"]) for e, _ in bad if isinstance(e, dict) and isinstance(e.get("id"), (str, int)) and not isinstance(e["id"], bool)}
+    return publisher.replace(topic, good + [current[key] for key in ids if key in current]), bad

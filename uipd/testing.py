@@ -1,7 +1,7 @@
 """Helpers for testing a source plugin (and uipd itself); public plugin API for tests.
 
-- :class:`FakePublisher`: the :class:`uipd.plugin.Publisher` protocol in memory, recording every
-  call, to drive a source's ``run`` in a unit test.
+- :class:`FakePublisher`: the daemon's publisher on an in-memory hub, recording every
+  publication, to drive a source's ``run`` in a unit test.
 - :func:`run_daemon`: a real uipd daemon in the test's task, on free ports.
 - :func:`serve_asgi`: serve a small ASGI app (a fake upstream) on 127.0.0.1, a free port.
 - :func:`free_port`: a TCP port free right now, for a config that must name one.
@@ -23,34 +23,57 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+from attrs import define, field
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from uipd.config import from_dict
-from uipd.core import publish
-from uipd.daemon import Daemon
+from uipd.core.hub import Hub, PublishResult
+from uipd.core.publish import Publication
+from uipd.core.topics import TopicTable
+from uipd.runtime.daemon import Daemon
+from uipd.server.clock import now
+from uipd.sources.publisher import HubPublisher
 from uipd.sources.registry import PluginRegistry
 
 __all__ = ["DAEMON_DEFAULTS", "FakePublisher", "free_port", "run_daemon", "serve_asgi"]
 
 
-class FakePublisher:
-    """The Publisher protocol in memory; records every publication.
+@define
+class _RecordingPublisher(HubPublisher):
+    """The daemon's publisher, telling its FakePublisher every publication the hub took."""
 
-    Like the daemon's publisher it refuses topics not in ``topics``, entities that are not objects
-    with a string or integer ``id`` and data JSON cannot hold (``ValueError``, by the daemon's own
-    checks), keeps its own copy of what was published, and ``replace`` publishes only the
-    difference.  Unlike it, only ``ready()`` sets :attr:`is_ready`.
+    recorded: Callable[[Publication, PublishResult], None] = field(kw_only=True, default=lambda pub, result: None)
+
+    def submit(self, pub: Publication) -> PublishResult:
+        result = super().submit(pub)
+        self.recorded(pub, result)
+        return result
+
+
+class FakePublisher:
+    """The daemon's own publisher on a hub of its own, recording every publication.
+
+    Every call goes through the real :class:`~uipd.sources.publisher.HubPublisher` into a real
+    :class:`~uipd.core.hub.Hub` holding ``topics``: a source under test meets exactly what the
+    daemon does with its data.  Topics not in ``topics``, entities that are not objects with a
+    string or integer ``id`` and data JSON cannot hold are refused (``ValueError``, counted in
+    ``publisher.refused`` and logged as in the daemon); what is recorded is the hub's own copy,
+    decoded from what clients receive; ``replace`` publishes only the difference.  Unlike the
+    daemon, only ``ready()`` sets :attr:`is_ready`.
     """
 
-    def __init__(self, topics: Iterable[str]) -> None:
-        self.state: dict[str, dict[str, Mapping[str, Any]]] = {t: {} for t in topics}
-        """Topic -> string id -> entity: what a client's SNAPSHOT would hold."""
+    def __init__(self, topics: Iterable[str], *, source: str = "under-test") -> None:
+        self.topics: tuple[str, ...] = tuple(topics)
+        self.hub = Hub(TopicTable.of(self.topics))
+        """The hub published into (``hub.topics``: the state; ``hub.counters``)."""
+        self.publisher = _RecordingPublisher(self.hub, now, topics=frozenset(self.topics), source=source, recorded=self._record)
+        """The daemon's publisher every call goes through (``publisher.refused``: refusals by code)."""
         self.updates: list[tuple[str, list[dict[str, Any]], list[str]]] = []
         """Every UPDATE as ``(topic, entities, removed ids)``, in order."""
         self.alerts: list[tuple[str, Any]] = []
@@ -60,47 +83,38 @@ class FakePublisher:
         self.ready_after: set[str] = set()
         """The topics that had state when ``ready()`` was last called."""
         self.seq = 0
-        """The seq of the last publication (updates and alerts share it, as in the daemon)."""
+        """The seq of the last publication (the hub's: updates and alerts of a topic share it)."""
 
-    def _check(self, topic: str) -> None:
-        if topic not in self.state:
-            raise ValueError(f"undeclared topic {topic!r}")
+    @property
+    def state(self) -> dict[str, dict[str, Mapping[str, Any]]]:
+        """Topic -> string id -> entity: what a client's SNAPSHOT would hold (a copy of the hub's index)."""
+        return {t: dict(self.hub.topics.state_of(t)) for t in self.topics}
 
-    def update(self, topic: str, entities: Iterable[Mapping[str, Any]] = (), removed: Iterable[str | int] = ()) -> int:
-        self._check(topic)
-        pub = publish.update(topic, entities, removed)
-        return self._record(topic, pub.data, list(pub.removed))
+    def _record(self, pub: Publication, result: PublishResult) -> None:
+        assert pub.topic is not None  # a source's publications always name their topic
+        if pub.kind == "UPDATE":
+            self.updates.append((pub.topic, list(pub.data), list(pub.removed)))
+        else:
+            self.alerts.append((pub.topic, pub.data))
+        if result.seq is not None:
+            self.seq = result.seq
 
-    def _record(self, topic: str, entities: list[dict[str, Any]], removed: list[str]) -> int:
-        for e in entities:
-            self.state[topic][publish.entity_key(e)] = e
-        for r in removed:
-            self.state[topic].pop(r, None)
-        self.seq += 1
-        self.updates.append((topic, entities, removed))
-        return self.seq
+    def update(self, topic: str, entities: Iterable[Mapping[str, Any]] = (), removed: Iterable[str | int] = ()) -> int | None:
+        return self.publisher.update(topic, entities, removed)
 
-    def alert(self, topic: str, data: Any) -> int:
-        self._check(topic)
-        pub = publish.alert(topic, data)
-        self.seq += 1
-        self.alerts.append((topic, pub.data))
-        return self.seq
+    def alert(self, topic: str, data: Any) -> int | None:
+        return self.publisher.alert(topic, data)
 
     def replace(self, topic: str, entities: Iterable[Mapping[str, Any]]) -> int | None:
-        self._check(topic)
-        new = dict(publish.update(topic, entities).upserts)
-        changed = [e for k, e in new.items() if self.state[topic].get(k) != e]
-        removed = [k for k in self.state[topic] if k not in new]
-        return self._record(topic, changed, removed) if changed or removed else None
+        return self.publisher.replace(topic, entities)
 
     def current(self, topic: str) -> Mapping[str, Mapping[str, Any]]:
-        self._check(topic)
-        return self.state[topic]
+        return self.publisher.current(topic)
 
     def ready(self) -> None:
+        self.publisher.ready()
         self.is_ready = True
-        self.ready_after = {t for t, s in self.state.items() if s}
+        self.ready_after = {t for t in self.topics if self.hub.topics.state_of(t)}
 
 
 DAEMON_DEFAULTS: Mapping[str, Any] = {

@@ -17,10 +17,10 @@ async def test_readyz_is_503_while_draining(daemon_factory):
     async with daemon_factory() as d:
         c = await connect(d, auto_pong=True)
         async with api_client(d) as http:
-            d.shutting_down = True  # what the drain sets first
+            d.clients.draining = True  # what the drain sets first
             r = await http.get("/readyz")
             assert r.status_code == 503 and r.json()["shutting_down"] is True
-            d.shutting_down = False
+            d.clients.draining = False
         await c.aclose()
 
 

@@ -15,7 +15,7 @@ def test_every_wait_on_redis_has_a_bound_by_default():
     [
         ({"lease_ttl": 1.5, "command_timeout": 0.6}, "broker.command_timeout (0.6) must be at most a third of broker.lease_ttl (1.5)"),
         ({"command_timeout": 1.0, "publish_timeout": 1.0}, "broker.publish_timeout (1.0) must be longer than broker.command_timeout (1.0)"),
-        ({"ping_interval": 0}, "ping_interval must be greater than 0"),
+        ({"ping_interval": 0}, "'ping_interval' must be > 0: 0"),
     ],
 )
 def test_bounds_that_cannot_work_are_refused(broker, message):

@@ -170,12 +170,12 @@ async def test_alerts_published_while_a_node_joins_are_counted_and_logged(prefix
         await until(lambda: a.broker.ready)
         original = RedisBroker._load_state
 
-        async def load_state(self, client):
+        async def load_state(self, client, *args):
             if self.node_id == "b" and not self._sessions:
                 # b is subscribed but has not loaded yet: these are in the state it loads
                 for body in ({"topic": "accidents", "type": "ALERT", "data": {"m": "join"}}, {"topic": "accidents", "data": [{"id": "x"}]}):
                     assert (await http.post("/api/publish", json=body)).status_code == 200
-            return await original(self, client)
+            return await original(self, client, *args)
 
         monkeypatch.setattr(RedisBroker, "_load_state", load_state)
         async with running_daemon(config(prefix, "b")) as b:
@@ -188,20 +188,109 @@ async def test_alerts_published_while_a_node_joins_are_counted_and_logged(prefix
             assert broker_lines(caplog, "ALERT of topic accidents (seq 1): published while this node (re)loaded")
 
 
-async def test_messages_published_while_a_node_was_cut_off_are_counted_and_its_clients_resynced(prefix, proxy, caplog):
+ALERT = {"topic": "accidents", "type": "ALERT", "data": {"m": "crash"}}
+UPDATE = {"topic": "accidents", "data": [{"id": "x"}]}
+
+
+async def cut_off_while(proxy, node, publisher, bodies):
+    """Cut ``node`` (behind ``proxy``) off from Redis, publish ``bodies`` through ``publisher`` (all
+    answered 200), bring it back; returns when ``node`` is ready again."""
+    proxy.freeze()
+    await until(lambda: not node.broker.ready, timeout=3)
+    async with api_client(publisher) as http:
+        for body in bodies:
+            assert (await http.post("/api/publish", json=body)).status_code == 200
+    proxy.thaw()
+    await until(lambda: node.broker.ready, timeout=6)
+
+
+async def test_alerts_published_while_a_node_was_cut_off_are_counted_and_logged_by_seq_and_its_clients_resynced(prefix, proxy, caplog):
     async with running_daemon(config(prefix, "a", proxy.url)) as a, running_daemon(config(prefix, "b")) as b:
         await until(lambda: a.broker.ready and b.broker.ready)
         c = await connect(a)
-        proxy.freeze()
-        await until(lambda: not a.broker.ready, timeout=3)
-        async with api_client(b) as http:
-            for body in ({"topic": "accidents", "type": "ALERT", "data": {"m": 1}}, {"topic": "accidents", "data": [{"id": "x"}]}):
-                assert (await http.post("/api/publish", json=body)).status_code == 200
-        proxy.thaw()
-        await until(lambda: a.broker.ready, timeout=6)
+        await cut_off_while(proxy, a, b, [ALERT, UPDATE, ALERT, ALERT, UPDATE])  # ALERTs: seq 1, 3, 4
         resync = await c.recv_until(lambda m: m["type"] == "SNAPSHOT")
         assert resync["resync"] is True and [e["id"] for e in resync["data"]["accidents"]] == ["x"]
-        assert a.broker.missed == {"accidents": 2} and not b.broker.missed
-        assert broker_lines(caplog, "topic accidents: 2 message(s) (seq 1-2) were published while this node was cut off")
+        # Redis' ALERT record tells which of the missed seqs were ALERTs: none is of unknown kind
+        assert a.broker.lost_alerts == {("accidents", "cut_off"): 3} and not a.broker.missed
+        assert not b.broker.lost_alerts and not b.broker.missed
+        for seq in (1, 3, 4):
+            assert len(broker_lines(caplog, f"ALERT of topic accidents (seq {seq}): published while this node was cut off from Redis")) == 1
+        assert not broker_lines(caplog, "(seq 2)") and not broker_lines(caplog, "(seq 5)")
+        assert broker_lines(caplog, "topic accidents: 5 message(s) (seq 1-5) were published while this node was cut off from Redis; "
+                                    "its clients get their state in the resync; 3 of them ALERTs (lost)")
         async with api_client(a) as http:
-            assert 'uipd_cluster_messages_missed_total{topic="accidents"} 2.0' in (await http.get("/metrics")).text
+            metrics = (await http.get("/metrics")).text
+        assert 'uipd_alerts_lost_total{reason="cut_off",topic="accidents"} 3.0' in metrics
+        assert 'uipd_cluster_messages_missed_total{topic="accidents"}' not in metrics
+
+
+async def test_alerts_published_while_a_node_reloads_after_a_cut_off_are_counted_once(prefix, proxy, monkeypatch):
+    # An ALERT published between the re-subscribe and the reload of a node back from a cut-off
+    # reaches it through the channel with a seq its load covers: the ALERT record counted it
+    # already, so it is not counted again as "join", nor its seq as missed.
+    async with running_daemon(config(prefix, "a", proxy.url)) as a, running_daemon(config(prefix, "b")) as b, api_client(b) as http:
+        await until(lambda: a.broker.ready and b.broker.ready)
+        original = RedisBroker._load_state
+
+        async def load_state(self, client, *args):
+            if self.node_id == "a" and self._sessions == 1:  # a is subscribed again, has not loaded yet
+                for body in (ALERT, UPDATE):
+                    assert (await http.post("/api/publish", json=body)).status_code == 200
+            return await original(self, client, *args)
+
+        monkeypatch.setattr(RedisBroker, "_load_state", load_state)
+        c = await connect(a)
+        await cut_off_while(proxy, a, b, [ALERT])  # seq 1; then seq 2 (ALERT) and 3 in the reload window
+        assert (await http.post("/api/publish", json=ALERT)).json()["seq"] == 4
+        assert (await c.recv_until(lambda m: m["type"] == "ALERT"))["seq"] == 4  # live again, after 2 and 3 came through
+        assert a.broker.lost_alerts == {("accidents", "cut_off"): 2} and not a.broker.missed
+
+
+async def test_a_cut_off_longer_than_the_alert_record_counts_the_rest_as_missed(prefix, proxy, caplog, monkeypatch):
+    monkeypatch.setattr("uipd.cluster.losses.LOGGED_LOST", 1)
+    b_config = config(prefix, "b")
+    b_config["broker"]["alert_record"] = 2  # the publishing node's bound trims the record
+    async with running_daemon(config(prefix, "a", proxy.url)) as a, running_daemon(b_config) as b:
+        await until(lambda: a.broker.ready and b.broker.ready)
+        await cut_off_while(proxy, a, b, [UPDATE, ALERT, ALERT, ALERT, UPDATE, ALERT])  # ALERTs: 2, 3, 4, 6
+        async with coredis.Redis.from_url(REDIS) as redis:
+            assert await redis.lrange(f"{prefix}:alerts:accidents", 0, -1) == [b"4", b"6"]
+            assert await redis.hget(f"{prefix}:alert-floor", "accidents") == b"4"  # every ALERT from 4 on
+        assert a.broker.lost_alerts == {("accidents", "cut_off"): 2}
+        assert a.broker.missed == {"accidents": 3}  # seq 1-3: their kind is no longer known
+        assert broker_lines(caplog, "topic accidents: 3 message(s) (seq 1-3) missed while cut off are older than Redis' ALERT record "
+                                    "(it holds every ALERT from seq 4 on; [broker] alert_record)")
+        # the log is bounded: LOGGED_LOST lines one by one, then one line for the rest
+        assert len(broker_lines(caplog, "ALERT of topic accidents (seq 4): published while this node was cut off")) == 1
+        assert broker_lines(caplog, "1 more ALERT(s) of topic accidents (seqs 6-6, not logged one by one)")
+        assert not broker_lines(caplog, "(seq 6)")
+
+
+async def test_a_failed_reconnect_attempt_logs_no_empty_traceback(prefix, proxy, caplog):
+    # coredis logs "Connection attempt failed unexpectedly!" with logger.exception outside any
+    # except block: the formatter printed "NoneType: None" under it, on every attempt.
+    async with running_daemon(config(prefix, "a", proxy.url)) as a:
+        await until(lambda: a.broker.ready)
+        proxy.freeze()
+        attempts = lambda: [r for r in caplog.records if r.name == "coredis" and "Connection attempt failed" in r.getMessage()]
+        await until(lambda: attempts(), timeout=5)
+        proxy.thaw()
+        formatter = logging.Formatter()
+        assert all("NoneType: None" not in formatter.format(r) for r in caplog.records)
+
+
+async def test_redis_unreachable_names_an_error_that_has_no_text(prefix, caplog, monkeypatch):
+    """Some of coredis's errors carry no text (a URL it cannot use ended in a bare AssertionError):
+    the log said ``Redis unreachable ()``.  It names the error's type then."""
+    caplog.set_level(logging.INFO)
+
+    async def session(self, on_up):
+        raise AssertionError()
+
+    monkeypatch.setattr(RedisBroker, "_session", session)
+    async with running_daemon(config(prefix, "a")):
+        await until(lambda: broker_lines(caplog, "Redis unreachable"))
+    assert [r.getMessage() for r in broker_lines(caplog, "Redis unreachable")] == [
+        "cluster broker: Redis unreachable (AssertionError); retrying, clients stay connected"
+    ]

@@ -1,4 +1,5 @@
-"""Test helpers for the core: decode the RFC 6455 frames the hub queues, and make Instants."""
+"""Test helpers for the core: decode the RFC 6455 frames the hub queues, make Instants, and drive
+a hub as a client would (connect, send, publish)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import struct
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from uipd.core import publish
 from uipd.core.clock import Instant
 from uipd.core.hub import Hub, HubSettings, Session
 from uipd.core.topics import TopicTable
@@ -85,3 +87,33 @@ def types(messages: list[dict[str, Any]]) -> list[str]:
 
 def make_hub(**settings: Any) -> Hub:
     return Hub(TopicTable.of(TOPICS), HubSettings(**settings), rng=random.Random(1234))
+
+
+WELCOME = "Connected to HCMC Traffic Monitoring System"
+
+
+def send(hub: Hub, session: Session, msg: object, t: float = 1.0) -> list[dict]:
+    """The client sends ``msg`` (JSON-encoded unless a str); returns what it gets back."""
+    hub.receive(session, msg if isinstance(msg, str) else json.dumps(msg), at(t))
+    return drain(session)
+
+
+def connected(hub: Hub, client_id: str, t: float = 0.0) -> Session:
+    session = hub.connect(client_id, at(t))
+    drain(session)
+    return session
+
+
+def subscribed_to(hub: Hub, client_id: str, topics: list[str]) -> Session:
+    session = connected(hub, client_id)
+    assert types(send(hub, session, {"action": "subscribe", "topics": topics})) == ["SUBSCRIBED"]
+    return session
+
+
+def update(topic: str | None, *entities: dict, removed: tuple = (), broadcast: bool = False) -> publish.Publication:
+    return publish.update(topic, entities, removed, broadcast=broadcast)
+
+
+def big(i: int) -> dict:
+    return {"id": i, "blob": "x" * 300}
+

@@ -12,11 +12,10 @@ import itertools
 import json
 import time
 
-from tests.core.helpers import TOPICS, at, decode_one, drain, drain_frames, make_hub, text_json, types
-from tests.core.test_hub import big, connected, send, update
+from tests.core.helpers import TOPICS, at, big, connected, decode_one, drain, drain_frames, make_hub, send, text_json, types, update
 from uipd.core import wire
 from uipd.core.hub import Hub, Session
-from uipd.core.outbound import CloseRequest, Kind
+from uipd.core.outbound import CloseRequest, Delivery
 
 OP_PONG = 0xA
 
@@ -312,7 +311,7 @@ def test_queue_kind_pong_is_a_control_frame() -> None:
     s = connected(hub, "c1")
     hub.reply(s, b"x" * 100)
     s.outbound.take()  # in flight
-    hub.reply(s, pong_frame(b"p"), Kind.PONG)  # past the bound: a reply is never dropped silently
+    hub.reply(s, pong_frame(b"p"), Delivery.PONG)  # past the bound: a reply is never dropped silently
     assert s.outbound.resync_pending and s.outbound.closing is None
-    hub.reply(s, pong_frame(b"q"), Kind.PONG)
+    hub.reply(s, pong_frame(b"q"), Delivery.PONG)
     assert pongs(s) == [b"q"]

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from uipd.core.outbound import CloseRequest, Kind, Offer, OutboundQueue
+from uipd.core.outbound import CloseRequest, Delivery, Offer, OutboundQueue
 
 
 class Waker:
@@ -17,9 +17,9 @@ class Waker:
 
 def test_offer_queues_in_order_and_counts_bytes() -> None:
     q = OutboundQueue(100)
-    assert q.offer(b"a" * 10, Kind.CONTROL) is Offer.QUEUED
-    assert q.offer(b"b" * 20, Kind.UPDATE) is Offer.QUEUED
-    assert q.offer(b"s" * 500, Kind.SNAPSHOT) is Offer.QUEUED
+    assert q.offer(b"a" * 10, Delivery.RELIABLE) is Offer.QUEUED
+    assert q.offer(b"b" * 20, Delivery.DROPPABLE) is Offer.QUEUED
+    assert q.offer(b"s" * 500, Delivery.SNAPSHOT) is Offer.QUEUED
     assert len(q) == 3
     assert q.queued_bytes == 30  # the SNAPSHOT is counted apart
     assert q.queued_snapshot_bytes == 500
@@ -31,76 +31,76 @@ def test_offer_queues_in_order_and_counts_bytes() -> None:
 def test_wake_only_when_queue_was_idle() -> None:
     waker = Waker()
     q = OutboundQueue(100, waker)
-    q.offer(b"1", Kind.CONTROL)
-    q.offer(b"2", Kind.CONTROL)
+    q.offer(b"1", Delivery.RELIABLE)
+    q.offer(b"2", Delivery.RELIABLE)
     assert waker.calls == 1
     q.take()
-    q.offer(b"3", Kind.UPDATE)
+    q.offer(b"3", Delivery.DROPPABLE)
     assert waker.calls == 2
 
 
 def test_one_message_always_fits_an_empty_queue() -> None:
     q = OutboundQueue(10)
-    assert q.offer(b"x" * 1000, Kind.UPDATE) is Offer.QUEUED
-    assert q.offer(b"y", Kind.UPDATE) is Offer.OVERFLOW
-    assert q.offer(b"y", Kind.CONTROL) is Offer.OVERFLOW
+    assert q.offer(b"x" * 1000, Delivery.DROPPABLE) is Offer.QUEUED
+    assert q.offer(b"y", Delivery.DROPPABLE) is Offer.OVERFLOW
+    assert q.offer(b"y", Delivery.RELIABLE) is Offer.OVERFLOW
 
 
 def test_overflow_at_the_bound() -> None:
     q = OutboundQueue(100)
-    assert q.offer(b"x" * 60, Kind.UPDATE) is Offer.QUEUED
-    assert q.offer(b"x" * 40, Kind.UPDATE) is Offer.QUEUED  # exactly 100
-    assert q.offer(b"x", Kind.UPDATE) is Offer.OVERFLOW
+    assert q.offer(b"x" * 60, Delivery.DROPPABLE) is Offer.QUEUED
+    assert q.offer(b"x" * 40, Delivery.DROPPABLE) is Offer.QUEUED  # exactly 100
+    assert q.offer(b"x", Delivery.DROPPABLE) is Offer.OVERFLOW
     assert q.queued_bytes == 100
     assert len(q) == 2
 
 
 def test_inflight_bytes_count_until_written() -> None:
     q = OutboundQueue(100)
-    q.offer(b"x" * 90, Kind.UPDATE)
+    q.offer(b"x" * 90, Delivery.DROPPABLE)
     q.take()
     assert q.queued_bytes == 0
     assert q.inflight_bytes == 90
     assert q.pending_bytes == 90
-    assert q.offer(b"y" * 20, Kind.UPDATE) is Offer.OVERFLOW
+    assert q.offer(b"y" * 20, Delivery.DROPPABLE) is Offer.OVERFLOW
     q.written()
     assert q.pending_bytes == 0
-    assert q.offer(b"y" * 20, Kind.UPDATE) is Offer.QUEUED
+    assert q.offer(b"y" * 20, Delivery.DROPPABLE) is Offer.QUEUED
 
 
 def test_one_snapshot_on_top_of_the_bound_further_ones_within_it() -> None:
     q = OutboundQueue(100)
     # The first SNAPSHOT always fits, however large (a city's on connect).
-    assert q.offer(b"s" * 1000, Kind.SNAPSHOT) is Offer.QUEUED
+    assert q.offer(b"s" * 1000, Delivery.SNAPSHOT) is Offer.QUEUED
     # UPDATEs and replies are not measured against it: a reader is never resynced for it.
-    assert q.offer(b"u" * 100, Kind.UPDATE) is Offer.QUEUED
+    assert q.offer(b"u" * 100, Delivery.DROPPABLE) is Offer.QUEUED
     assert q.pending_bytes == 1100
     # A second SNAPSHOT must fit in the bound with everything pending: it does not.
-    assert q.offer(b"t", Kind.SNAPSHOT) is Offer.OVERFLOW
+    assert q.offer(b"t", Delivery.SNAPSHOT) is Offer.OVERFLOW
     q.take()
     assert q.inflight_snapshot_bytes == 1000 and q.queued_snapshot_bytes == 0
-    assert q.offer(b"t", Kind.SNAPSHOT) is Offer.OVERFLOW  # still in flight
+    assert q.offer(b"t", Delivery.SNAPSHOT) is Offer.OVERFLOW  # still in flight
     q.written()
     assert q.pending_bytes == 0
-    assert q.offer(b"t" * 10, Kind.SNAPSHOT) is Offer.QUEUED
-    assert q.offer(b"v" * 80, Kind.SNAPSHOT) is Offer.QUEUED  # 90 <= 100: fits the bound
-    assert q.offer(b"w" * 11, Kind.SNAPSHOT) is Offer.OVERFLOW
+    assert q.offer(b"t" * 10, Delivery.SNAPSHOT) is Offer.QUEUED
+    assert q.offer(b"v" * 80, Delivery.SNAPSHOT) is Offer.QUEUED  # 90 <= 100: fits the bound
+    assert q.offer(b"w" * 11, Delivery.SNAPSHOT) is Offer.OVERFLOW
     assert q.snapshot_bytes == 90
 
 
 def test_only_the_latest_pong_waits() -> None:
     waker = Waker()
     q = OutboundQueue(1000, waker)
-    q.offer(b"c1", Kind.CONTROL)
-    assert q.offer(b"pong-1", Kind.PONG) is Offer.QUEUED
-    q.offer(b"u1", Kind.UPDATE)
+    q.offer(b"c1", Delivery.RELIABLE)
+    assert q.offer(b"pong-1", Delivery.PONG) is Offer.QUEUED
+    q.offer(b"u1", Delivery.DROPPABLE)
     for i in range(2, 1000):
-        assert q.offer(b"pong-%d" % i, Kind.PONG) is Offer.QUEUED
+        assert q.offer(b"pong-%d" % i, Delivery.PONG) is Offer.QUEUED
     assert q.take() == [b"c1", b"pong-999", b"u1"]
     assert q.inflight_bytes == len(b"c1pong-999u1")
     # The pong in flight is not replaced: the next ping's pong is queued after it.
-    assert q.offer(b"pong-a", Kind.PONG) is Offer.QUEUED
-    assert q.offer(b"pong-b", Kind.PONG) is Offer.QUEUED
+    assert q.offer(b"pong-a", Delivery.PONG) is Offer.QUEUED
+    assert q.offer(b"pong-b", Delivery.PONG) is Offer.QUEUED
     assert q.take() == [b"pong-b"]
     q.written()
     assert q.pending_bytes == 0
@@ -108,11 +108,11 @@ def test_only_the_latest_pong_waits() -> None:
 
 def test_pong_kept_by_resync_and_still_replaced() -> None:
     q = OutboundQueue(1000)
-    q.offer(b"u1", Kind.UPDATE)
-    q.offer(b"p1", Kind.PONG)
-    q.offer(b"u2", Kind.UPDATE)
+    q.offer(b"u1", Delivery.DROPPABLE)
+    q.offer(b"p1", Delivery.PONG)
+    q.offer(b"u2", Delivery.DROPPABLE)
     q.start_resync()
-    q.offer(b"p2", Kind.PONG)
+    q.offer(b"p2", Delivery.PONG)
     assert q.take() == [b"p2"]
 
 
@@ -121,9 +121,9 @@ def test_start_resync_again_is_o1() -> None:
     reply rebuilt the whole queue) is linear."""
     waker = Waker()
     q = OutboundQueue(1 << 30, waker)
-    q.offer(b"u", Kind.UPDATE)
+    q.offer(b"u", Delivery.DROPPABLE)
     for _ in range(20000):
-        q.offer(b"c", Kind.CONTROL)
+        q.offer(b"c", Delivery.RELIABLE)
     q.start_resync()
     assert q.dropped_updates == 1 and len(q) == 20000
     calls = waker.calls
@@ -138,28 +138,28 @@ def test_start_resync_again_is_o1() -> None:
 def test_start_resync_drops_queued_updates_only() -> None:
     waker = Waker()
     q = OutboundQueue(1000, waker)
-    q.offer(b"c1", Kind.CONTROL)
-    q.offer(b"u1", Kind.UPDATE)
-    q.offer(b"snap", Kind.SNAPSHOT)
-    q.offer(b"u2", Kind.UPDATE)
-    q.offer(b"c2", Kind.CONTROL)
+    q.offer(b"c1", Delivery.RELIABLE)
+    q.offer(b"u1", Delivery.DROPPABLE)
+    q.offer(b"snap", Delivery.SNAPSHOT)
+    q.offer(b"u2", Delivery.DROPPABLE)
+    q.offer(b"c2", Delivery.RELIABLE)
     calls = waker.calls
     q.start_resync()
     assert waker.calls == calls + 1
     assert q.resync_pending
     assert q.dropped_updates == 2
     assert q.queued_bytes == 4
-    assert q.offer(b"u3", Kind.UPDATE) is Offer.DROPPED
+    assert q.offer(b"u3", Delivery.DROPPABLE) is Offer.DROPPED
     assert q.dropped_updates == 3
-    assert q.offer(b"c3", Kind.CONTROL) is Offer.QUEUED
+    assert q.offer(b"c3", Delivery.RELIABLE) is Offer.QUEUED
     assert q.take() == [b"c1", b"snap", b"c2", b"c3"]
 
 
 def test_start_resync_keeps_inflight() -> None:
     q = OutboundQueue(1000)
-    q.offer(b"u1", Kind.UPDATE)
+    q.offer(b"u1", Delivery.DROPPABLE)
     q.take()
-    q.offer(b"u2", Kind.UPDATE)
+    q.offer(b"u2", Delivery.DROPPABLE)
     q.start_resync()
     assert q.inflight_bytes == 2
     assert q.queued_bytes == 0
@@ -168,7 +168,7 @@ def test_start_resync_keeps_inflight() -> None:
 
 def test_force_ignores_inflight_but_respects_queued() -> None:
     q = OutboundQueue(100)
-    q.offer(b"x" * 100, Kind.UPDATE)
+    q.offer(b"x" * 100, Delivery.DROPPABLE)
     q.take()
     assert q.force(b"a" * 50)  # only the batch in flight: room
     assert q.force(b"b" * 50)
@@ -180,13 +180,13 @@ def test_force_ignores_inflight_but_respects_queued() -> None:
 def test_request_close(flush: bool) -> None:
     waker = Waker()
     q = OutboundQueue(100, waker)
-    q.offer(b"c", Kind.CONTROL)
+    q.offer(b"c", Delivery.RELIABLE)
     q.request_close(1001, "going away", flush=flush)
     assert q.closing == CloseRequest(1001, "going away", flush)
     assert len(q) == (1 if flush else 0)
-    assert q.offer(b"d", Kind.CONTROL) is Offer.CLOSED
-    assert q.offer(b"d", Kind.UPDATE) is Offer.CLOSED
-    assert q.offer(b"d", Kind.SNAPSHOT) is Offer.CLOSED
+    assert q.offer(b"d", Delivery.RELIABLE) is Offer.CLOSED
+    assert q.offer(b"d", Delivery.DROPPABLE) is Offer.CLOSED
+    assert q.offer(b"d", Delivery.SNAPSHOT) is Offer.CLOSED
     assert not q.force(b"d")
     # The first close request wins.
     q.request_close(4008, "slow consumer", flush=False)

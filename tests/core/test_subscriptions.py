@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import pytest
-
 from tests.core.helpers import TOPICS
 from uipd.core.subscriptions import ALL, SubscriptionSet
 

@@ -29,7 +29,9 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initial
 
 from tests.core.helpers import OP_PING, OP_TEXT, TOPICS, at, decode_frame
 from uipd.core import publish
-from uipd.core.hub import CLOSE_POLICY_VIOLATION, CLOSE_SLOW_CONSUMER, Hub, HubSettings, Session
+from uipd.core.closecodes import RATE_LIMITED, SLOW_CONSUMER
+from uipd.core.hub import Hub, HubSettings, Session
+from uipd.core.liveness import PING
 from uipd.core.subscriptions import ALL
 from uipd.core.topics import TopicTable
 
@@ -402,7 +404,7 @@ class HubMachine(RuleBasedStateMachine):
         event(f"drain: {'closing' if queue.closing else 'open'}; view of {len(client.view)} topics")
         if queue.closing is not None:
             # A closing connection: the shell sends the close frame and then drops it.
-            assert queue.closing.code in (CLOSE_SLOW_CONSUMER, CLOSE_POLICY_VIOLATION)
+            assert queue.closing.code in (SLOW_CONSUMER.code, RATE_LIMITED.code)
             if self.exact:
                 assert queue.closing.code == client.predicted_close
             if queue.closing.flush is False:
@@ -504,17 +506,19 @@ class HubMachine(RuleBasedStateMachine):
     @rule()
     def heartbeat(self) -> None:
         due = {cid: c.session.next_ping_at <= self.mono for cid, c in self.live.items()}
+        queued = {cid: len(c.session.outbound) for cid, c in self.live.items()}
         plan = self.hub.heartbeat(self.now)
         timeout = self.hub.settings.heartbeat_timeout
         open_ = [c for c in self.live.values() if c.session.outbound.closing is None]
         assert {s.id for s in plan.dead} == {c.session.id for c in open_ if self.mono - c.last_alive > timeout}
-        pinged = {s.id for s, _ in plan.pings}
+        # A pass queues nothing but pings: a session whose queue grew was pinged.
+        pinged = {cid for cid, c in self.live.items() if len(c.session.outbound) > queued[cid]}
         should = {c.session.id for c in open_ if due[c.session.id] and self.mono - c.last_alive <= timeout}
         assert pinged <= should
         if self.exact:
             assert pinged == {cid for cid in should if self.live[cid].predicted_close is None}
-        for session, payload in plan.pings:
-            self.live[session.id].expected.append({"ping": payload})
+        for cid in pinged:
+            self.live[cid].expected.append({"ping": decode_frame(PING)[1]})
         for session in plan.dead:  # the shell drops them
             self.hub.disconnect(session)
             del self.live[session.id]
@@ -528,9 +532,9 @@ class HubMachine(RuleBasedStateMachine):
         hub = self.hub
         assert set(hub.sessions) == set(self.live)
         everyone = set(hub.sessions.values())
-        all_subs = hub._all_subscribers
+        all_subs = hub.index.all_topics
         assert all_subs <= everyone, "a disconnected session is still routed to"
-        for topic, subscribers in hub._topic_subscribers.items():
+        for topic, subscribers in hub.index.by_topic.items():
             assert subscribers <= everyone, "a disconnected session is still routed to"
             for s in subscribers:
                 assert topic in s.subscriptions.names and not s.subscriptions.wants_all
@@ -542,9 +546,9 @@ class HubMachine(RuleBasedStateMachine):
             assert s.subscriptions.names == c.names, (cid, s.subscriptions.names, c.names)
             assert (s in all_subs) == (ALL in s.subscriptions.names)
             for topic in TOPICS:
-                routed = s in all_subs or s in hub._topic_subscribers[topic]
+                routed = s in all_subs or s in hub.index.by_topic[topic]
                 assert routed == (ALL in c.names or topic in c.names), (cid, topic)
-                assert not (s in all_subs and s in hub._topic_subscribers[topic]), "routed twice"
+                assert not (s in all_subs and s in hub.index.by_topic[topic]), "routed twice"
 
     @invariant()
     def topic_state_and_seq(self) -> None:
@@ -620,7 +624,7 @@ def test_rate_limit_is_a_token_bucket_then_a_close(gaps: list[float], rate: floa
         session.outbound.written()
         if session.outbound.closing is not None:
             assert not frames
-            assert session.outbound.closing.code == CLOSE_POLICY_VIOLATION
+            assert session.outbound.closing.code == RATE_LIMITED.code
             assert consecutive_limited == strikes, "closed before the strikes ran out"
             break
         (frame,) = frames

@@ -80,7 +80,7 @@ def live_objects() -> dict[str, int]:
 
 def routing_sizes(d: Any) -> tuple[int, int, int, int]:
     hub = d.hub
-    return (len(d.connections), len(hub.sessions), len(hub._all_subscribers), sum(len(s) for s in hub._topic_subscribers.values()))
+    return (len(d.connections), len(hub.sessions), len(hub.index.all_topics), sum(len(s) for s in hub.index.by_topic.values()))
 
 
 async def reset(client: RawClient) -> None:

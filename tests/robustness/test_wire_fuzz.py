@@ -266,8 +266,8 @@ async def test_wire_fuzz_never_reaches_other_clients() -> None:
         with trio.fail_after(15):
             while len(d.connections) != 1 or len(d.hub.sessions) != 1:
                 await trio.sleep(0.05)
-        assert len(d.hub._all_subscribers) == 0
-        assert {t: len(s) for t, s in d.hub._topic_subscribers.items() if s} == {"accidents": 1}
+        assert len(d.hub.index.all_topics) == 0
+        assert {t: len(s) for t, s in d.hub.index.by_topic.items() if s} == {"accidents": 1}
         fresh = await connect(d)
         await fresh.send_json({"action": "ping"})
         assert (await fresh.recv_json())["type"] == "PONG"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.operating.support import Uipd, free_port, wait_ready, write_config
+from tests.runtime.support import Uipd, free_port, wait_ready, write_config
 from tests.server.test_connection_edges import handshake_bytes
 from uipd.server.accept import AcceptEpisode
 
@@ -56,6 +56,35 @@ def wait_for(lines: list[str], text: str, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+def start_daemon(tmp_path: Path) -> tuple[Uipd, list[str], int, int]:
+    """A daemon with few descriptors, backing off 0.02 s doubling to 0.2 s, and its stderr lines."""
+    ws, api = free_port(), free_port()
+    config = write_config(tmp_path / "uipd.toml", {
+        "server": {"host": "127.0.0.1", "port": ws, "topics": ["accidents"], "accept_backoff": 0.02, "accept_backoff_max": 0.2},
+        "api": {"port": api, "dashboard": False},
+    })
+    daemon = Uipd(config, preexec_fn=_lower_fd_limit)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(daemon.proc.stderr.readline, "")), daemon=True).start()
+    try:
+        wait_ready(f"http://127.0.0.1:{api}")
+    except BaseException:
+        daemon.stop()
+        raise
+    return daemon, lines, ws, api
+
+
+def fill_descriptors(ws: int) -> tuple[list[socket.socket], socket.socket]:
+    """Connect WebSocket clients until the daemon cannot take one more: those it took, and the one
+    left in the listen backlog."""
+    clients: list[socket.socket] = []
+    while True:
+        clients.append(open_client(ws))
+        if not answered(clients[-1], timeout=0.5):
+            return clients[:-1], clients[-1]
+        assert len(clients) < LIMIT, "the descriptor limit was never reached"
+
+
 def test_an_episode_doubles_its_wait_up_to_the_cap_and_logs_twice(caplog) -> None:
     caplog.set_level(logging.INFO, logger="uipd.server.accept")
     episode = AcceptEpisode()
@@ -72,24 +101,11 @@ def test_an_episode_doubles_its_wait_up_to_the_cap_and_logs_twice(caplog) -> Non
 
 
 def test_out_of_descriptors_is_logged_once_backs_off_and_recovers(tmp_path: Path) -> None:
-    ws, api = free_port(), free_port()
-    config = write_config(tmp_path / "uipd.toml", {
-        "server": {"host": "127.0.0.1", "port": ws, "topics": ["accidents"], "accept_backoff": 0.02, "accept_backoff_max": 0.2},
-        "api": {"port": api, "dashboard": False},
-    })
-    daemon = Uipd(config, preexec_fn=_lower_fd_limit)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(daemon.proc.stderr.readline, "")), daemon=True)
-    reader.start()
+    daemon, lines, ws, api = start_daemon(tmp_path)
     clients: list[socket.socket] = []
     try:
-        wait_ready(f"http://127.0.0.1:{api}")
-        while True:  # connect until the daemon cannot take one more
-            clients.append(open_client(ws))
-            if not answered(clients[-1], timeout=0.5):
-                break
-            assert len(clients) < LIMIT, "the descriptor limit was never reached"
-        waiting = [clients.pop()] + [open_client(ws) for _ in range(4)]  # left in the listen backlog
+        clients, first = fill_descriptors(ws)
+        waiting = [first] + [open_client(ws) for _ in range(4)]  # left in the listen backlog
         wait_for(lines, "out of file descriptors")
         # Some retries (0.02 s doubling to 0.2 s: 6 in 0.6 s); trio logged a traceback every 100 ms.
         time.sleep(0.6)
@@ -111,6 +127,51 @@ def test_out_of_descriptors_is_logged_once_backs_off_and_recovers(tmp_path: Path
         assert httpx.get(f"http://127.0.0.1:{api}/healthz", timeout=5).status_code == 200
         assert sum("out of file descriptors" in line for line in lines) == 1
         assert sum("accepting connections again" in line for line in lines) == 1
+    finally:
+        for sock in clients:
+            sock.close()
+        code, _ = daemon.stop()
+    assert code == 0
+
+
+def api_request(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+    return sock
+
+
+def api_answer(sock: socket.socket, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(65536)
+    except TimeoutError:
+        return b""
+
+
+def test_the_api_listener_backs_off_in_the_same_episode_and_recovers(tmp_path: Path) -> None:
+    """hypercorn accepted with trio's serve_listeners: a traceback every 100 ms while descriptors
+    were out, on the API listener too.  It shares the WebSocket listener's accept loop and episode."""
+    daemon, lines, ws, api = start_daemon(tmp_path)
+    clients: list[socket.socket] = []
+    try:
+        clients, waiting = fill_descriptors(ws)
+        clients.append(waiting)
+        wait_for(lines, "out of file descriptors")
+        requests = [api_request(api) for _ in range(3)]  # in the API listener's backlog
+        clients += requests
+        time.sleep(0.6)  # retries of both listeners (0.02 s doubling to 0.2 s)
+        assert not any(api_answer(sock, timeout=0.01) for sock in requests)
+        assert sum("out of file descriptors" in line for line in lines) == 1, lines[-10:]
+        assert not any("Traceback" in line or "EMFILE" in line and "accept() failed" not in line for line in lines), lines[-20:]
+
+        for sock in clients[:20]:  # free some descriptors: the waiting API requests are answered
+            sock.close()
+        del clients[:20]
+        assert all(api_answer(sock, timeout=5.0).startswith(b"HTTP/1.1 200") for sock in requests)
+        assert httpx.get(f"http://127.0.0.1:{api}/healthz", timeout=5).status_code == 200
+        wait_for(lines, "accepting connections again")
+        assert sum("accepting connections again" in line for line in lines) == 1
+        assert not any("Traceback" in line for line in lines), lines[-20:]
     finally:
         for sock in clients:
             sock.close()

@@ -1,6 +1,10 @@
 """PROTOCOL.md section 6 and the connection limits: tokens, JWT (HS256/RS256, exp/nbf, the topics
 claim, expiry while connected), allowed origins, TLS, max clients, per-address and subscription limits."""
 
+import base64
+import hashlib
+import hmac
+import logging
 import ssl
 import time
 
@@ -13,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import connect
 from tests.wsclient import RawClient, Rejected
-from uipd.auth import token_from
+from uipd.runtime.auth import token_from
 
 
 async def refused(port, path="/", **kw):
@@ -69,6 +73,31 @@ async def test_jwt_hs256_exp_nbf_and_topics_claim(daemon_factory):
             assert err["type"] == "ERROR" and err["error"]["code"] == "forbidden", err
         await c.send_json({"action": "subscribe", "topics": ["weather"]})
         assert (await c.recv_json())["topics"] == ["weather"]
+
+
+def signed(payload: bytes, key=b"k" * 32) -> str:
+    """An HS256 token over a raw payload: claims json.dumps would not write (10**400, NaN)."""
+    b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=")  # noqa: E731
+    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + b64(payload)
+    return (signing_input + b"." + b64(hmac.new(key, signing_input, hashlib.sha256).digest())).decode()
+
+
+async def test_a_jwt_with_a_malformed_claim_is_refused_401_with_one_line(daemon_factory, caplog):
+    caplog.set_level(logging.INFO)
+    payloads = [
+        b'{"exp": 1' + b"0" * 400 + b"}",  # was an OverflowError: no answer, a traceback per handshake
+        b'{"exp": "99999999999"}',  # was accepted as a token that never expires
+        b'{"nbf": "1"}',
+        b'{"exp": NaN}',
+        b'{"exp": Infinity}',
+        b'{"topics": [1]}',
+    ]
+    async with daemon_factory({"auth": {"mode": "jwt", "jwt_key": "k" * 32}}) as d:
+        for payload in payloads:
+            assert await refused(d.ws_port, "/?token=" + signed(payload)) == 401, payload
+        refusals = [r for r in caplog.records if "handshake from" in r.getMessage()]
+        assert len(refusals) == len(payloads) and all(r.levelno == logging.INFO and "invalid JWT" in r.getMessage() for r in refusals)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_connection_is_closed_4001_when_its_jwt_expires(daemon_factory):

@@ -17,7 +17,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
 from tests.conftest import connect, running_daemon
-from tests.operating.support import metric, parse_metrics
+from tests.runtime.support import metric, parse_metrics
 from tests.server.test_access import tls_files
 from tests.wsclient import RawClient
 from uipd.core.publish import from_api_body

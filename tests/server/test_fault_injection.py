@@ -24,9 +24,11 @@ from wsproto.events import BytesMessage, TextMessage
 from tests.conftest import connect, running_daemon
 from tests.wsclient import Closed, RawClient
 from uipd.core import hub as hub_module
+from uipd.core.dispatch import Dispatcher
 from uipd.core.hub import Hub
 from uipd.core.topics import TopicTable
-from uipd.daemon import Daemon
+from uipd.runtime.daemon import Daemon
+from uipd.runtime.connections import ConnectionRegistry
 from uipd.server.clock import now
 from uipd.server.connection import ClientConnection
 from uipd.server.transport import WebSocketTransport, WriteGate
@@ -110,14 +112,14 @@ def _hub_connect(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
 
 
 def _receive(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
-    original = Hub.receive
+    original = Dispatcher.receive  # what Hub.receive_piece hands a whole message to
 
-    def receive(self: Hub, session: Any, *args: Any) -> None:
+    def receive(self: Dispatcher, session: Any, *args: Any) -> None:
         if fault.hits(session.id):
             fault.fire("key")
         original(self, session, *args)
 
-    mp.setattr(Hub, "receive", receive)
+    mp.setattr(Dispatcher, "receive", receive)
 
 
 def _flush(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
@@ -185,21 +187,21 @@ def _heartbeat(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
 
 
 def _register(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
-    original = Daemon.register
+    original = ConnectionRegistry.register
 
-    def register(self: Daemon, connection: ClientConnection) -> Callable[[], None]:
+    def register(self: ConnectionRegistry, connection: ClientConnection) -> Callable[[], None]:
         if fault.armed and not fault.fired:
             fault.victim = connection.session.id
             fault.fire("runtime")
         return original(self, connection)
 
-    mp.setattr(Daemon, "register", register)
+    mp.setattr(ConnectionRegistry, "register", register)
 
 
 def _unregister(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
-    original = Daemon.register
+    original = ConnectionRegistry.register
 
-    def register(self: Daemon, connection: ClientConnection) -> Callable[[], None]:
+    def register(self: ConnectionRegistry, connection: ClientConnection) -> Callable[[], None]:
         undo = original(self, connection)
         client_id = connection.session.id
 
@@ -210,7 +212,7 @@ def _unregister(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
 
         return unregister
 
-    mp.setattr(Daemon, "register", register)
+    mp.setattr(ConnectionRegistry, "register", register)
 
 
 async def _send_ping(victim: RawClient) -> None:
@@ -314,7 +316,7 @@ async def test_one_connection_failing_at_any_step_leaves_the_daemon_and_the_cana
             nursery.cancel_scope.cancel()
         assert seen == published, "the canary lost or reordered messages"
         # no slot is held for the victim (admission reserves one until registration)
-        assert d._admitted == 0 and sum(d._per_ip.values()) == len(d.connections)
+        assert d.clients.pending == 0 and sum(d.clients.per_ip.values()) == len(d.connections)
         assert seen == list(range(seen[0], seen[0] + len(seen)))
         await trio.aclose_forcefully(victim.stream)
         await canary.aclose()

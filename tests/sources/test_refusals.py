@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 from tests.conftest import api_client, running_daemon
-from tests.operating.support import metric, parse_metrics
+from tests.runtime.support import metric, parse_metrics
 from tests.sources.test_supervision import inline_plugin
 from uipd.plugin_tools import RepeatLog
 

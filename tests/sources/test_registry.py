@@ -4,11 +4,12 @@ import sys
 
 import pytest
 import trustme
-from attrs import frozen
+from attrs import field, frozen
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from uipd.config import ConfigError, UnreadableFileError, from_dict
+from uipd.config import ConfigError, UnreadableFileError, from_dict, structure_strict
+from uipd.plugin_tools import positive
 from uipd.plugin import SourceType, hookimpl
 from uipd.sources.registry import PluginRegistry, build_sources, check_config, offered_topics
 
@@ -57,6 +58,27 @@ def test_plugin_options_are_strict_and_errors_name_the_key():
     ]:
         with pytest.raises(ConfigError, match=message):
             build_sources(from_dict({"sources": {"c": table}}, file="t.toml"), registry)
+
+
+def test_nan_and_infinity_are_refused_in_plugin_options_too():
+    """uipd.plugin_tools.positive (what plugins validate their options with) and the bundled file
+    source took NaN: every comparison with it is false."""
+    registry = PluginRegistry.discover()
+    for table, message in [
+        ({"plugin": "file", "path": "x.json", "poll_interval": float("nan")}, "sources.c: 'poll_interval' must be a finite number: nan"),
+        ({"plugin": "file", "path": "x.json", "poll_interval": float("inf")}, "sources.c: 'poll_interval' must be a finite number: inf"),
+        ({"plugin": "counter", "restart_max_backoff": float("nan")}, "sources.c: 'restart_max_backoff' must be a finite number: nan"),
+        ({"plugin": "counter", "restart_max_backoff": 0}, "sources.c: 'restart_max_backoff' must be > 0: 0.0"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^t.toml: {message}$"):
+            build_sources(from_dict({"sources": {"c": table}}, file="t.toml"), registry)
+
+    @frozen
+    class Options:
+        interval: float = field(default=1.0, validator=positive)
+
+    with pytest.raises(ConfigError, match=r"^t.toml: sources.p: 'interval' must be a finite number: inf$"):
+        structure_strict({"interval": float("inf")}, Options, file="t.toml", root="sources.p")
 
 
 def test_two_sources_may_not_provide_one_topic():

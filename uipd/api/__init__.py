@@ -1,1 +1,1 @@
-"""The internal HTTP API (PROTOCOL.md section 7): an ASGI app served by hypercorn's trio worker."""
+"""The internal HTTP API (docs/protocol.md section 7): an ASGI app served by hypercorn's trio worker."""

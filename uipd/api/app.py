@@ -6,16 +6,16 @@ The app knows the daemon only through :class:`ApiBackend`; a publish goes throug
 
 from __future__ import annotations
 
-import hmac
-import importlib.resources
 import logging
-import re
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
-import trio
 
+from uipd.api.errors import Gone, Receive, Reject, Scope, Send, error_body
+from uipd.api.guards import authorize, cross_site, framed_twice, known_host, read_body, read_json, require_method
+from uipd.api.static_files import static_file
 from uipd.core import publish
 from uipd.core.errors import PublishError
 from uipd.core.hub import PublishResult
@@ -23,10 +23,6 @@ from uipd.core.publish import Publication
 from uipd.plugin import HttpHandler, HttpRequest, HttpResponse
 
 log = logging.getLogger(__name__)
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class ApiBackend(Protocol):
@@ -44,78 +40,6 @@ class ApiBackend(Protocol):
         """(ready, details) for /readyz."""
 
 
-class _Reject(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
-
-
-def _error_body(code: str, message: str) -> dict[str, Any]:
-    return {"ok": False, "error": {"code": code, "message": message}}
-
-
-_STATIC = importlib.resources.files("uipd.api") / "static"
-_CONTENT_TYPES = {
-    ".html": b"text/html; charset=utf-8",
-    ".js": b"text/javascript; charset=utf-8",
-    ".mjs": b"text/javascript; charset=utf-8",
-    ".css": b"text/css; charset=utf-8",
-    ".svg": b"image/svg+xml",
-    ".png": b"image/png",
-    ".json": b"application/json",
-    ".ico": b"image/x-icon",
-}
-
-
-_WS_META = b'<meta name="uipd-ws" content="">'
-
-_JSON_CONTENT_TYPE = re.compile(rb"application/json\s*(;\s*charset=\"?utf-8\"?\s*)?", re.IGNORECASE)
-_SAFE_METHODS = ("GET", "HEAD")
-
-
-def cross_site(scope: Scope, allowed_origins: tuple[str, ...]) -> bool:
-    """Whether a request comes from a web page of another origin (a browser's cross-site request).
-
-    A browser sends ``Origin`` with every POST and every CORS request: it must be the API's own
-    origin (``scheme://`` plus the request's ``Host``: the dashboard's page) or a listed one; every
-    ``Origin`` header counts when there are several.  Without ``Origin`` (curl, the CLI, Prometheus,
-    a broker's notifications), ``Sec-Fetch-Site`` is the other browser signal: a request that may
-    change something is refused when it says the page was of another origin.  A GET navigation
-    from a link on another site (no ``Origin``) still opens the dashboard.
-    """
-    headers = scope["headers"]
-    origins = [v.decode("latin-1").lower().rstrip("/") for k, v in headers if k == b"origin"]
-    if origins:
-        host = next((v.decode("latin-1").lower() for k, v in headers if k == b"host"), None)
-        accepted = {o.lower().rstrip("/") for o in allowed_origins}
-        if host is not None:
-            accepted.add(f"{scope.get('scheme', 'http')}://{host}")
-        return any(o not in accepted for o in origins)
-    if scope["method"] in _SAFE_METHODS:
-        return False
-    site = next((v for k, v in headers if k == b"sec-fetch-site"), None)
-    return site is not None and site.lower() not in (b"same-origin", b"none")
-
-
-def _static_file(scope: Scope, websocket: str = "") -> tuple[int, Any, bytes]:
-    """The dashboard: ``/`` is ``static/index.html``; ``/static/NAME`` a file shipped in the package."""
-    if scope["method"] not in ("GET", "HEAD"):
-        raise _Reject(405, "method_not_allowed", "use GET", ((b"allow", b"GET"),))
-    name = "index.html" if scope["path"] == "/" else scope["path"].removeprefix("/static/")
-    if not name or any(part in ("", ".", "..") for part in name.split("/")):
-        raise _Reject(404, "not_found", f"no such file: {name}")
-    resource = _STATIC.joinpath(*name.split("/"))
-    try:
-        data = resource.read_bytes()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise _Reject(404, "not_found", f"no such file: {name}") from None
-    if name == "index.html" and websocket:
-        # tell the page where the WebSocket listener is (the page comes from the API port)
-        data = data.replace(_WS_META, b'<meta name="uipd-ws" content="' + websocket.encode() + b'">', 1)
-    suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
-    return 200, data, _CONTENT_TYPES.get(suffix, b"application/octet-stream")
-
-
 class ApiApp:
     """Routes: /healthz, /readyz, GET /api/stats, POST /api/publish, POST /api/broadcast."""
 
@@ -129,6 +53,8 @@ class ApiApp:
         metrics: Callable[[], tuple[bytes, str]] | None = None,
         allowed_origins: tuple[str, ...] = (),
         request_timeout: float = 5.0,
+        host: str = "",
+        allowed_hosts: tuple[str, ...] = (),
     ) -> None:
         self.backend = backend
         self.metrics = metrics
@@ -138,7 +64,12 @@ class ApiApp:
         self.max_body_bytes = max_body_bytes
         self.dashboard = dashboard
         self.allowed_origins = allowed_origins
-        """Browser origins allowed besides the API's own (see :func:`cross_site`)."""
+        """Browser origins allowed besides the API's own (see :func:`~uipd.api.guards.cross_site`)."""
+        self.host = host
+        """The listen address (``[api] host``): a ``Host`` naming it names this listener."""
+        self.allowed_hosts = allowed_hosts
+        """Further names a request's ``Host`` may carry (see :func:`~uipd.api.guards.known_host`)."""
+        self._hostname = socket.gethostname()
         self.request_timeout = request_timeout
         """Seconds from a request's head to the end of its body (the head itself is bounded by
         hypercorn's idle timeout, see :mod:`uipd.api.server`)."""
@@ -164,21 +95,28 @@ class ApiApp:
         headers: tuple[tuple[bytes, bytes], ...] = ()
         content_type = b"application/json"
         try:
+            if framed_twice(scope):
+                raise Reject(400, "bad_request", "a request may not have both Content-Length and Transfer-Encoding", ((b"connection", b"close"),))
+            names = tuple(n for n in (self.host, self._hostname, *self.allowed_hosts) if n)
+            if not known_host(scope, names):
+                raise Reject(421, "unknown_host", "the Host header does not name this server (add the name to [api] allowed_hosts)")
             if cross_site(scope, self.allowed_origins):
-                raise _Reject(403, "forbidden_origin", "cross-site requests are refused (add the origin to [api] allowed_origins)")
+                raise Reject(403, "forbidden_origin", "cross-site requests are refused (add the origin to [api] allowed_origins)")
             if scope["path"].startswith("/sources/"):
                 status, body, content_type = await self._source_route(scope, receive)
             elif scope["path"] == "/metrics" and self.metrics is not None:
                 status, body, content_type = self._metrics(scope)
             elif self.dashboard and (scope["path"] == "/" or scope["path"].startswith("/static/")):
                 endpoint = getattr(self.backend, "websocket_endpoint", None)
-                status, body, content_type = _static_file(scope, endpoint() if endpoint is not None else "")
+                status, body, content_type = static_file(scope, endpoint() if endpoint is not None else "")
             else:
                 status, body = await self._dispatch(scope, receive)
-        except _Reject as rej:
-            status, body, headers = rej.status, _error_body(rej.code, rej.message), rej.headers
+        except Gone:
+            return
+        except Reject as rej:
+            status, body, headers = rej.status, error_body(rej.code, rej.message), rej.headers
         except PublishError as err:
-            status, body = err.http_status, _error_body(err.error_code, err.message)
+            status, body = err.http_status, error_body(err.error_code, err.message)
         payload = body if isinstance(body, bytes) else orjson.dumps(body)
         await send(
             {
@@ -194,14 +132,14 @@ class ApiApp:
         source, _, route = rest.partition("/")
         handler = self.backend.source_route(source, route)
         if handler is None:
-            raise _Reject(404, "not_found", f"no such path: {scope['path']}")
-        self._authorize(scope)
+            raise Reject(404, "not_found", f"no such path: {scope['path']}")
+        authorize(scope, self.key)
         request = HttpRequest(
             method=scope["method"],
             route=route,
             query=scope.get("query_string", b"").decode("latin-1"),
             headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
-            body=await self._read_body(scope, receive),
+            body=await read_body(scope, receive, max_bytes=self.max_body_bytes, timeout=self.request_timeout),
         )
         try:
             response = await handler(request)
@@ -209,67 +147,25 @@ class ApiApp:
                 raise TypeError(f"the handler returned {type(response).__name__}, not HttpResponse")
         except Exception:
             log.exception("source %s: handler for %s failed", source, route)
-            raise _Reject(500, "source_error", f"source {source} failed to handle the request") from None
+            raise Reject(500, "source_error", f"source {source} failed to handle the request") from None
         return response.status, response.body, response.content_type.encode("latin-1")
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> tuple[int, Any]:
         path = scope["path"]
         route = self._routes.get(path)
         if route is None:
-            raise _Reject(404, "not_found", f"no such path: {path}")
+            raise Reject(404, "not_found", f"no such path: {path}")
         if path.startswith("/api/"):
-            self._authorize(scope)
+            authorize(scope, self.key)
         method, handler = route
-        if scope["method"] != method and not (method == "GET" and scope["method"] == "HEAD"):
-            raise _Reject(405, "method_not_allowed", f"use {method}", ((b"allow", method.encode()),))
+        require_method(scope, method)
         return await handler(scope, receive)
 
-    def _authorize(self, scope: Scope) -> None:
-        if not self.key:
-            return
-        expected = b"Bearer " + self.key.encode()
-        given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-        if not hmac.compare_digest(given, expected):
-            raise _Reject(401, "unauthorized", "missing or wrong API key", ((b"www-authenticate", b"Bearer"),))
-
     async def _read_json(self, scope: Scope, receive: Receive) -> Any:
-        # A browser sends text/plain, form or multipart bodies cross-site without a CORS preflight;
-        # application/json needs one (which this API never grants), so only JSON is read.
-        content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
-        if not _JSON_CONTENT_TYPE.fullmatch(content_type):
-            raise _Reject(415, "unsupported_media_type", "send the body as Content-Type: application/json")
-        body = await self._read_body(scope, receive)
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise _Reject(400, "bad_request", f"body is not valid JSON: {exc}") from None
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            raise _Reject(413, "too_large", f"body over {self.max_body_bytes} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        # One deadline for the whole body: hypercorn bounds only the gap between reads, which a
-        # client trickling a byte at a time never hits.
-        with trio.move_on_after(self.request_timeout):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise _Reject(400, "bad_request", "client went away")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body_bytes:
-                    raise _Reject(413, "too_large", f"body over {self.max_body_bytes} bytes")
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
-        # the unread rest of the body makes hypercorn close the connection after this answer
-        raise _Reject(408, "request_timeout", f"the body did not arrive within {self.request_timeout:g} s", ((b"connection", b"close"),))
+        return await read_json(scope, receive, max_bytes=self.max_body_bytes, timeout=self.request_timeout)
 
     def _metrics(self, scope: Scope) -> tuple[int, Any, bytes]:
-        if scope["method"] not in ("GET", "HEAD"):
-            raise _Reject(405, "method_not_allowed", "use GET", ((b"allow", b"GET"),))
+        require_method(scope, "GET")
         assert self.metrics is not None
         body, content_type = self.metrics()
         return 200, body, content_type.encode("latin-1")

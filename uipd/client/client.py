@@ -29,8 +29,9 @@ import trio
 from attrs import define, frozen
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, WebSocketConnection, open_websocket_url
 
-from uipd.client.policy import Backoff, should_retry
+from uipd.client.policy import reconnect_backoff, should_retry
 from uipd.client.state import Entity, TopicState
+from uipd.core.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class UipdClient:
     ) -> None:
         self.url = _with_token(url, token)
         self.reconnect = reconnect
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or reconnect_backoff()
         self.connect_timeout = connect_timeout
         self.dead_after = dead_after
         self.status: Status = "idle"

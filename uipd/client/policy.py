@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
 
-from attrs import define, field
+from uipd.core.backoff import Backoff
 
 _AUTH_REASON = re.compile(r"auth|token|credential|forbidden|unauthori[sz]ed", re.IGNORECASE)
 
@@ -25,20 +24,8 @@ def should_retry(*, code: int | None = None, reason: str = "", http_status: int 
     return True
 
 
-@define
-class Backoff:
-    """Exponential delays with full jitter, never below ``min_delay / 2`` (seconds)."""
-
-    min_delay: float = 0.5
-    max_delay: float = 30.0
-    factor: float = 2.0
-    random: Callable[[], float] = random.random
-    attempt: int = field(default=0, init=False)
-
-    def next(self) -> float:
-        cap = min(self.max_delay, self.min_delay * self.factor**self.attempt)
-        self.attempt += 1
-        return self.min_delay / 2 + self.random() * max(0.0, cap - self.min_delay / 2)
-
-    def reset(self) -> None:
-        self.attempt = 0
+def reconnect_backoff(first: float = 0.5, maximum: float = 30.0) -> Backoff:
+    """The client's reconnect waits, the browser client's (backoff.js): ``first`` doubling up to
+    ``maximum`` (seconds) with full jitter, never below ``first / 2`` — a zero wait would hammer a
+    daemon that refuses connections at once."""
+    return Backoff(first, maximum, jitter=random.random)

@@ -1,6 +1,6 @@
 """Whether a WebSocket handshake is accepted: path, shutdown, Origin, and connection limits.
 
-Credentials are checked by :mod:`uipd.auth` (which needs the clock and PyJWT); this module takes
+Credentials are checked by :mod:`uipd.runtime.auth` (which needs the clock and PyJWT); this module takes
 the rest of the decision and says which HTTP status refuses the handshake, and why.
 """
 

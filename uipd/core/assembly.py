@@ -17,7 +17,8 @@ import enum
 
 from attrs import define, field
 
-CLOSE_MESSAGE_TOO_BIG = 1009
+from uipd.core import closecodes
+from uipd.core.closecodes import Close
 
 
 class Piece(enum.Enum):
@@ -35,11 +36,11 @@ class Piece(enum.Enum):
     """Over ``max_fragments`` frames: close 1009."""
 
 
-CLOSE_REASONS = {
-    Piece.TOO_BIG: "message too big",
-    Piece.TOO_MANY_FRAGMENTS: "message in too many fragments",
+CLOSES: dict[Piece, Close] = {
+    Piece.TOO_BIG: closecodes.MESSAGE_TOO_BIG,
+    Piece.TOO_MANY_FRAGMENTS: closecodes.TOO_MANY_FRAGMENTS,
 }
-"""The close reason for each verdict that ends the connection."""
+"""The close for each verdict that ends the connection."""
 
 
 def over_limit(text: str, max_bytes: int) -> bool:

@@ -1,4 +1,4 @@
-"""Client-to-server messages (PROTOCOL.md section 2): the request types and their parser.
+"""Client-to-server messages (docs/protocol.md section 2): the request types and their parser.
 
 ``parse_client_message`` turns one text frame into a frozen request object or raises
 :class:`~uipd.core.errors.ClientError` with the ``ERROR`` code the client gets back.

@@ -36,20 +36,23 @@ class Offer(enum.Enum):
     """The connection is closing; nothing more is queued."""
 
 
-class Kind(enum.IntEnum):
-    CONTROL = 0
-    """Replies, ALERTs, pings: never dropped silently."""
-    UPDATE = 1
-    """Droppable: a resync SNAPSHOT replaces it."""
+class Delivery(enum.IntEnum):
+    """How a queued frame is treated when the client falls behind (not what message it is: an
+    UPDATE broadcast to a client whose SNAPSHOT does not hold its topic is ``RELIABLE``)."""
+
+    RELIABLE = 0
+    """Replies, ALERTs, pings: never dropped silently (queued, or the client is closed)."""
+    DROPPABLE = 1
+    """An UPDATE a resync SNAPSHOT supersedes: dropped while a resync is owed."""
     SNAPSHOT = 2
     PONG = 3
     """The answer to a client's ping: a control frame of which at most one is queued."""
 
 
-# Enum members looked up once: ``Kind.SNAPSHOT`` is a slow attribute lookup on Python 3.11.
-_UPDATE = Kind.UPDATE
-_SNAPSHOT = Kind.SNAPSHOT
-_PONG = Kind.PONG
+# Enum members looked up once: ``Delivery.SNAPSHOT`` is a slow attribute lookup on Python 3.11.
+_DROPPABLE = Delivery.DROPPABLE
+_SNAPSHOT = Delivery.SNAPSHOT
+_PONG = Delivery.PONG
 _QUEUED = Offer.QUEUED
 
 
@@ -69,8 +72,8 @@ class OutboundQueue:
     _frames: list[bytes] = field(factory=list)
     """A list, not a deque: frames are only appended and taken all at once, and an empty list is
     ~10x smaller than an empty deque (it matters with many idle clients)."""
-    _kinds: list[Kind] = field(factory=list)
-    """The kind of each queued frame (a parallel list: no tuple allocated per delivery)."""
+    _kinds: list[Delivery] = field(factory=list)
+    """The delivery class of each queued frame (a parallel list: no tuple allocated per delivery)."""
     queued_bytes: int = 0
     """Bytes of queued non-SNAPSHOT frames."""
     inflight_bytes: int = 0
@@ -100,7 +103,7 @@ class OutboundQueue:
         held = self.queued_snapshot_bytes + self.inflight_snapshot_bytes
         return not held or self.pending_bytes + size <= self.max_bytes
 
-    def offer(self, frame: bytes, kind: Kind) -> Offer:
+    def offer(self, frame: bytes, kind: Delivery) -> Offer:
         # The fan-out's hot path, once per delivery: no object is allocated here (a tuple per
         # delivery made the garbage collector the daemon's biggest cost at 5000 clients).
         if self.closing is not None:
@@ -109,7 +112,7 @@ class OutboundQueue:
             if not self.snapshot_fits(len(frame)):
                 return Offer.OVERFLOW
         else:
-            if kind is _UPDATE:
+            if kind is _DROPPABLE:
                 if self.resync_pending:
                     self.dropped_updates += 1
                     return Offer.DROPPED
@@ -125,7 +128,7 @@ class OutboundQueue:
         self._push(frame, kind)
         return _QUEUED
 
-    def force(self, frame: bytes, kind: Kind = Kind.CONTROL) -> bool:
+    def force(self, frame: bytes, kind: Delivery = Delivery.RELIABLE) -> bool:
         """Queue a frame that must not be dropped (an ALERT or a reply after a resync started) if
         the frames waiting in the queue, not counting the batch being written, leave room."""
         if self.closing is not None:
@@ -135,9 +138,9 @@ class OutboundQueue:
         self._push(frame, kind)
         return True
 
-    def _push(self, frame: bytes, kind: Kind) -> None:
+    def _push(self, frame: bytes, kind: Delivery) -> None:
         idle = not self._frames
-        if kind is _UPDATE:
+        if kind is _DROPPABLE:
             self.queued_bytes += len(frame)
         elif kind is _SNAPSHOT:
             self.queued_snapshot_bytes += len(frame)
@@ -158,7 +161,7 @@ class OutboundQueue:
         frame costs O(1), never a pass over its queue."""
         if self.resync_pending:
             return
-        kept = [(f, k) for f, k in zip(self._frames, self._kinds) if k is not _UPDATE]
+        kept = [(f, k) for f, k in zip(self._frames, self._kinds) if k is not _DROPPABLE]
         self.dropped_updates += len(self._frames) - len(kept)
         self._frames = [f for f, _ in kept]
         self._kinds = [k for _, k in kept]

@@ -1,4 +1,4 @@
-"""What may be published (PROTOCOL.md sections 4 and 7): validation shared by the HTTP API and sources.
+"""What may be published (docs/protocol.md sections 4 and 7): validation shared by the HTTP API and sources.
 
 A :class:`Publication` is built only from valid input; building it is the single place where
 an API body or a source's call is checked, so both paths publish exactly the same way.  Building
@@ -50,12 +50,20 @@ def _valid_id(value: Any) -> bool:
     return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
+def _id_problem(entity: Any) -> str:
+    """What is wrong with a refused entity's id when "must be a string or integer id" would not say
+    it: a number that is not an integer (1e23, 7.0).  An integer beyond 64 bits passes here and is
+    refused by the encoding, which says it is out of range."""
+    ident = entity.get("id") if isinstance(entity, dict) else None
+    return f": its id {ident!r} is a number but not an integer" if isinstance(ident, float) else ""
+
+
 def check_entities(entities: Any) -> list[Any]:
     if not isinstance(entities, list):
         raise PublishError("bad_request", "UPDATE data must be a list of entities")
     for i, entity in enumerate(entities):
         if not isinstance(entity, dict) or not _valid_id(entity.get("id")):
-            raise PublishError("bad_request", f"entity {i} must be an object with a string or integer id")
+            raise PublishError("bad_request", f"entity {i} must be an object with a string or integer id{_id_problem(entity)}")
     return entities
 
 

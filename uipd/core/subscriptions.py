@@ -1,4 +1,4 @@
-"""One client's subscription set and the rules of PROTOCOL.md section 3."""
+"""One client's subscription set and the rules of docs/protocol.md section 3."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-topic state (PROTOCOL.md section 4): entities by id, the topic's seq, and encoded snapshots.
+"""Per-topic state (docs/protocol.md section 4): entities by id, the topic's seq, and encoded snapshots.
 
 A topic's snapshot section (the JSON list of its entities) is encoded once per change of its
 state; whole SNAPSHOT frames are cached per topic set, so a storm of new clients costs one

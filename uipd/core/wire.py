@@ -1,4 +1,4 @@
-"""Encoding of server-to-client messages (PROTOCOL.md section 4) and WebSocket text framing.
+"""Encoding of server-to-client messages (docs/protocol.md section 4) and WebSocket text framing.
 
 Every builder returns a *frame*: the JSON payload already wrapped in an unmasked RFC 6455
 text frame, so that a message sent to many clients is encoded and framed exactly once and

@@ -5,7 +5,8 @@ It replaces ``trio.serve_listeners`` for one reason: when the process runs out o
 for as long as that lasts, and retries at that pace.  Here one episode is one warning when it
 begins and one line when accepting works again, and the retries back off (``[server]
 accept_backoff`` doubling up to ``accept_backoff_max``): connections wait in the listen backlog
-meanwhile, and are taken as soon as descriptors free up (at most one backoff cap later).
+meanwhile, and are taken as soon as descriptors free up (at most one backoff cap later).  The
+waits are uipd's one :class:`~uipd.core.backoff.Backoff`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 import trio
 from attrs import define
+
+from uipd.core.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +40,25 @@ class AcceptEpisode:
     since: float | None = None
     """When the current episode began (trio clock); None: accepting normally."""
     failures: int = 0
+    waits: Backoff | None = None
+    """The current episode's waits (made from the config when it begins)."""
 
     def failed(self, exc: OSError, backoff: float, backoff_max: float, clock: float) -> float:
-        """An accept failed for lack of resources: how long to wait before the next try."""
-        if self.since is None:
-            self.since = clock
+        """An accept failed for lack of resources: how long to wait before the next try.  An
+        episode's waits are those configured when it began (a reload applies from the next one)."""
+        if self.since is None or self.waits is None:
+            self.since, self.waits = clock, Backoff(backoff, backoff_max)
             log.warning(
                 "%s: accept() failed with %s (%s); backing off (%.2f s doubling up to %.1f s) until connections can be taken again",
                 CAPACITY_ERRORS[exc.errno], errno.errorcode.get(exc.errno, exc.errno), os.strerror(exc.errno), backoff, backoff_max,
             )
         self.failures += 1
-        return min(backoff * 2 ** min(self.failures - 1, 30), backoff_max)
+        return self.waits.next()
 
     def succeeded(self, clock: float) -> None:
         if self.since is not None:
             log.warning("accepting connections again after %.1f s (%d failed accepts)", clock - self.since, self.failures)
-            self.since, self.failures = None, 0
+            self.since, self.failures, self.waits = None, 0, None
 
 
 async def serve_listeners(
@@ -66,7 +72,7 @@ async def serve_listeners(
 ) -> None:
     """Accept on every listener until cancelled; each connection's ``handler`` (which must never
     raise) runs in ``handler_nursery``.  ``backoff`` gives (first delay, cap) when an episode
-    needs them: read each time, so a reload applies.  ``episode``: shared with other listeners
+    begins: read then, so a reload applies from the next episode.  ``episode``: shared with other listeners
     (the WebSocket and the API ones run out of descriptors together: one episode, one line);
     ``task_name``: each handler task's name."""
     episode = AcceptEpisode() if episode is None else episode

@@ -9,21 +9,29 @@ whose socket takes only part of them gets a writer task of its own until it has 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
-if TYPE_CHECKING:
-    from uipd.server.connection import ClientConnection
+
+class Due(Protocol):
+    """What the flusher needs of a connection it writes for (``uipd.server.writer.ConnectionWriter``):
+    it depends on this, not on the connection, so neither module imports the other's importer."""
+
+    def flush(self) -> None:
+        """Write what is queued now if the socket can take it, else leave it to a writer task."""
+
+    def fault(self, step: str, exc: BaseException | None = None) -> None:
+        """A bug in ``step`` of this connection: log it and drop the connection."""
 
 
 class Flusher:
     __slots__ = ("_due", "_wakeup", "rounds", "writes", "frames_written", "writer_starts")
 
     def __init__(self) -> None:
-        self._due: list[ClientConnection] = []
+        self._due: list[Due] = []
         self._wakeup = trio.Event()
-        # Read by /metrics (uipd.metrics); each moves once per pass or per client write, never per frame.
+        # Read by /metrics (uipd.runtime.metrics); each moves once per pass or per client write, never per frame.
         self.rounds = 0
         """Write passes made."""
         self.writes = 0
@@ -33,7 +41,7 @@ class Flusher:
         self.writer_starts = 0
         """Writer tasks started: a client's socket was full, or a close or resync was due."""
 
-    def schedule(self, connection: ClientConnection) -> None:
+    def schedule(self, connection: Due) -> None:
         """Called synchronously (by the fan-out, through the connection) when a client has new frames."""
         if not self._due:
             self._wakeup.set()

@@ -7,13 +7,12 @@ from collections.abc import Mapping
 
 import trio
 
+from uipd.core.closecodes import INTERNAL_ERROR
 from uipd.core.hub import Hub, Session
 from uipd.server.clock import now
 from uipd.server.connection import ClientConnection
 
 log = logging.getLogger(__name__)
-
-CLOSE_INTERNAL_ERROR = 1011
 
 
 async def supervise_heartbeats(
@@ -51,7 +50,7 @@ def _drop(hub: Hub, connections: Mapping[str, ClientConnection], session: Sessio
             # No connection owns it (a bug leaked it): nothing else would ever remove it.  Closing
             # it first means later passes skip it, even if removing it fails too.
             log.error("client %s: session without a connection; removing it", session.id, exc_info=failure)
-            session.outbound.request_close(CLOSE_INTERNAL_ERROR, "internal error", flush=False)
+            session.outbound.request_close(INTERNAL_ERROR.code, INTERNAL_ERROR.reason, flush=False)
             hub.disconnect(session)
         elif failure is not None:
             connection.fault("heartbeat", failure)

@@ -7,10 +7,11 @@ need: this is what keeps an idle client at a few KiB.
 
 Our frames are already encoded and framed once per message (not once per client), so they never
 pass through wsproto: the gate writes them as they are.  It adds a synchronous fast path: when
-nothing else is being written, the fan-out writes a frame straight to the non-blocking socket,
-with no task switch (trio's floor is ~7 us a delivery this way).  If the kernel takes only part of
-it, the rest is kept and written before any other byte, so frames from different writers (the
-fan-out, the writer task, a close reply) never interleave.
+nothing else is being written, the flusher's pass (:mod:`uipd.server.flusher`; the fan-out only
+queues frames) writes a client's queued frames straight to the non-blocking socket with one
+``writev`` and no task switch.  If the kernel takes only part of them, the rest is kept and
+written before any other byte, so frames from different writers (the flusher's pass, the writer
+task, a close reply) never interleave.
 
 The one private member touched: wsproto's per-connection event deque is replaced by an empty
 tuple (it is only used for an API call never made here); wsproto is pinned exactly and

@@ -31,7 +31,6 @@ class HubPublisher:
     now: Callable[[], Instant]
     topics: Collection[str] | None = None
     """The topics this publisher may publish to (a source's declared topics); None: any."""
-    on_publish: Callable[[], None] = lambda: None
     observe: Callable[[float], None] = lambda seconds: None
     """Told the seconds each ``Hub.publish`` took (the metrics' publish-time histogram)."""
     broker: Any = None
@@ -64,9 +63,12 @@ class HubPublisher:
         else:
             self._shadow.pop(topic, None)
 
+    def _check_topic(self, topic: str | None) -> None:
+        if self.topics is not None and topic not in self.topics:
+            raise PublishError("forbidden_topic", f"this source does not provide topic {topic!r}")
+
     def submit(self, pub: Publication) -> PublishResult:
-        if self.topics is not None and pub.topic not in self.topics:
-            raise PublishError("forbidden_topic", f"this source does not provide topic {pub.topic!r}")
+        self._check_topic(pub.topic)
         started = perf_counter()
         if self.broker is None:
             result = self.hub.publish(pub, self.now())
@@ -80,7 +82,6 @@ class HubPublisher:
             for key in pub.removed:
                 shadow.pop(key, None)
         self.ready_flag = True
-        self.on_publish()
         return result
 
     async def confirm(self, pub: Publication) -> PublishResult:
@@ -88,10 +89,8 @@ class HubPublisher:
         this is ``submit``."""
         if self.broker is None or self.broker.kind == "memory":
             return self.submit(pub)
-        if self.topics is not None and pub.topic not in self.topics:
-            raise PublishError("forbidden_topic", f"this source does not provide topic {pub.topic!r}")
+        self._check_topic(pub.topic)
         result: PublishResult = await self.broker.publish(pub)
-        self.on_publish()
         return result
 
     # -- uipd.plugin.Publisher --------------------------------------------------------------------
@@ -132,8 +131,7 @@ class HubPublisher:
             return self.submit(publish.update_of_own(topic, changed, removed)).seq
 
     def current(self, topic: str) -> Mapping[str, Mapping[str, Any]]:
-        if self.topics is not None and topic not in self.topics:
-            raise PublishError("forbidden_topic", f"this source does not provide topic {topic!r}")
+        self._check_topic(topic)
         return MappingProxyType(self.hub.topics.state_of(topic))
 
     def ready(self) -> None:

@@ -15,7 +15,7 @@ import pluggy
 from attrs import define, field, frozen
 
 from uipd import hookspecs
-from uipd.auth import Authenticator, make_authenticator
+from uipd.runtime.auth import Authenticator, make_authenticator
 from uipd.config import Config, ConfigError, SourceConfig, structure_strict, tls_context
 from uipd.core.subscriptions import ALL
 from uipd.plugin import Source, SourceType

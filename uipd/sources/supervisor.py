@@ -7,6 +7,7 @@ import logging
 import trio
 from attrs import define
 
+from uipd.core.backoff import Backoff
 from uipd.sources.publisher import HubPublisher
 from uipd.sources.registry import ConfiguredSource
 
@@ -36,7 +37,7 @@ class SourceStatus:
 
 
 async def supervise(cs: ConfiguredSource, status: SourceStatus, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    backoff = _FIRST_BACKOFF
+    backoff = Backoff(_FIRST_BACKOFF, cs.config.restart_max_backoff, healthy_after=_HEALTHY_AFTER)
     task_status.started()
     log.info("source %s (plugin %s) starting; topics: %s", cs.name, cs.config.plugin, ", ".join(cs.topics))
     while True:
@@ -50,16 +51,14 @@ async def supervise(cs: ConfiguredSource, status: SourceStatus, *, task_status: 
         except (Exception, SystemExit) as exc:  # any failure of plugin code (a sys.exit too): log, back off, run again
             status.errors += 1
             status.last_error = repr(exc)
-            if trio.current_time() - started >= _HEALTHY_AFTER:
-                backoff = _FIRST_BACKOFF
-            log.error("source %s failed (%s: %s); restarting in %.1f s", cs.name, type(exc).__name__, exc, backoff, exc_info=exc)
+            delay = backoff.after_run(trio.current_time() - started)
+            log.error("source %s failed (%s: %s); restarting in %.1f s", cs.name, type(exc).__name__, exc, delay, exc_info=exc)
         else:
             log.info("source %s finished", cs.name)
             return
         finally:  # cancelled too (its lease lost, a reload): not running from here on
             status.running = False
-        await trio.sleep(backoff)
-        backoff = min(backoff * 2, cs.config.restart_max_backoff)
+        await trio.sleep(delay)
         status.restarts += 1
         # debug: the error line above is the one line per failure (a flapping source must not
         # double the log)

@@ -44,7 +44,8 @@ def test_hook_and_strict_options():
         ({"url": "http://x", "topic": "t", "extra": 1}, "unknown key 'extra'"),
         ({"url": "ftp://x", "topic": "t"}, "url must be an http"),
         ({"url": "http://x", "topic": "t", "selector": "$..x"}, "selector"),
-        ({"url": "http://x", "topic": "t", "interval": 0}, "interval must be greater than 0"),
+        ({"url": "http://x", "topic": "t", "interval": 0}, "'interval' must be > 0: 0"),
+        ({"url": "http://x", "topic": "t", "interval": float("nan")}, "'interval' must be a finite number: nan"),
     ]
     for table, message in bad:
         with pytest.raises(ConfigError, match=message):

@@ -11,7 +11,7 @@ import trio
 from attrs import define, field
 
 from uipd.plugin import Publisher
-from uipd.plugin_tools import Backoff, HealthLog, publishable
+from uipd.plugin_tools import Backoff, HealthLog, replace_publishable
 from uipd_http_json.fetch import ConditionalFetcher, FetchError
 from uipd_http_json.options import HttpJsonOptions
 from uipd_http_json.selector import Selector
@@ -76,18 +76,13 @@ class HttpJsonSource:
                 "%s: skipped %d item(s) at %s that are not objects with an %r",
                 self.options.url, skipped, self.selector.text, self.options.id_field,
             )
-        try:
-            seq = publisher.replace(self.options.topic, entities)
-        except ValueError:  # some item uipd cannot publish (uipd logged and counted the refusal)
-            entities, bad = publishable(entities)
+        # an item uipd refuses is left out (one published before keeps its last good version)
+        seq, bad = replace_publishable(publisher, self.options.topic, entities)
+        if bad:
             self.refused += len(bad)
             log.warning(
                 "%s: left out %d item(s) at %s that uipd refuses, published the others: %s%s",
                 self.options.url, len(bad), self.selector.text, "; ".join(why for _, why in bad[:3]), f"; and {len(bad) - 3} more" if len(bad) > 3 else "",
             )
-            # an item published before keeps its last good version rather than being removed
-            current = publisher.current(self.options.topic)
-            kept = [current[key] for key in {str(e["id"]) for e, _ in bad} if key in current]
-            seq = publisher.replace(self.options.topic, entities + kept)
         if seq is not None:
-            log.debug("%s: published the changes among %d entities (seq %d)", self.options.url, len(entities), seq)
+            log.debug("%s: published the changes among %d entities (seq %d)", self.options.url, len(entities) - len(bad), seq)

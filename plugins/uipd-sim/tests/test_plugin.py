@@ -6,6 +6,7 @@ import attrs
 import pytest
 import trio
 
+from uipd.config import ConfigError, structure_strict
 from uipd.plugin import SourceType
 from uipd.testing import FakePublisher
 from uipd_sim.city import TOPICS
@@ -39,6 +40,19 @@ def test_options_have_defaults_of_plain_types():
 def test_create_rejects_bad_options(changes, message):
     with pytest.raises(ValueError, match=message):
         create(SimOptions(**changes))
+
+
+FLOAT_OPTIONS = [f.name for f in attrs.fields(SimOptions) if f.type in (float, "float")]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("key", FLOAT_OPTIONS)
+def test_infinite_and_nan_options_are_refused_at_load(key, value):
+    """An infinite interval never ticked and an infinite speed made every period 0 (a busy loop):
+    the options use uipd's validators, which refuse what is not finite, as the daemon loads them."""
+    assert {"speed", "accidents_interval", "congestion_interval"} <= set(FLOAT_OPTIONS)
+    with pytest.raises(ConfigError, match=rf"^t.toml: sources.sim: '{key}' must be a finite number: -?(inf|nan)$"):
+        structure_strict({key: value}, SimOptions, file="t.toml", root="sources.sim")
 
 
 def test_topics_known_before_run_with_optional_prefix():

@@ -7,28 +7,32 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import trio
-from attrs import frozen
+import attrs
+from attrs import field, frozen
 
 from uipd.plugin import Publisher, SourceType, hookimpl
+from uipd.plugin_tools import non_negative, positive
 from uipd_sim.city import TOPICS, City
 
 
 @frozen
 class SimOptions:
-    """The ``[sources.NAME]`` table of a ``plugin = "sim"`` source; every key is optional."""
+    """The ``[sources.NAME]`` table of a ``plugin = "sim"`` source; every key is optional.  The
+    validators are uipd's (finite: an infinite interval would never tick, an infinite speed would
+    make every period 0)."""
 
     seed: int = 20251129
     """Seeds every random choice: the same seed gives the same cameras and the same values."""
-    speed: float = 1.0
+    speed: float = field(default=1.0, validator=positive)
     """Time factor for demos and tests: 10 makes every interval 10 times shorter."""
-    cameras: int = 700
-    accidents_interval: float = 10.0
-    patterns_interval: float = 60.0
-    cameras_interval: float = 30.0
-    weather_interval: float = 30.0
-    air_quality_interval: float = 30.0
-    congestion_interval: float = 30.0
-    aqi_alert_threshold: int = 150
+    cameras: int = field(default=700, validator=attrs.validators.ge(1))
+    accidents_interval: float = field(default=10.0, validator=positive)
+    patterns_interval: float = field(default=60.0, validator=positive)
+    cameras_interval: float = field(default=30.0, validator=positive)
+    weather_interval: float = field(default=30.0, validator=positive)
+    air_quality_interval: float = field(default=30.0, validator=positive)
+    congestion_interval: float = field(default=30.0, validator=positive)
+    aqi_alert_threshold: int = field(default=150, validator=non_negative)
     """An ALERT on ``airQuality`` when an area's AQI rises above this."""
     topic_prefix: str = ""
     """Prepended to every topic name, e.g. ``"sim."``, to run the simulator beside real sources."""
@@ -43,19 +47,6 @@ class SimOptions:
             "patterns": self.patterns_interval,
             "congestion": self.congestion_interval,
         }
-
-    def check(self) -> None:
-        """Raise ValueError naming the first bad option."""
-        if not self.speed > 0:
-            raise ValueError(f"speed: must be greater than 0, got {self.speed}")
-        if self.cameras < 1:
-            raise ValueError(f"cameras: must be at least 1, got {self.cameras}")
-        for name, value in self.intervals().items():
-            if not value > 0:
-                key = "air_quality_interval" if name == "airQuality" else f"{name}_interval"
-                raise ValueError(f"{key}: must be greater than 0, got {value}")
-        if self.aqi_alert_threshold < 0:
-            raise ValueError(f"aqi_alert_threshold: must be 0 or more, got {self.aqi_alert_threshold}")
 
 
 def _utcnow() -> datetime:
@@ -97,7 +88,6 @@ class SimSource:
 
 
 def create(options: SimOptions) -> SimSource:
-    options.check()
     return SimSource(options)
 
 
