@@ -30,7 +30,10 @@ def test_the_hypercorn_internals_used_are_the_pinned_ones() -> None:
     # what uipd.api.server.ApiConnection overrides, and the attributes its overrides use
     assert {"run", "_read_data", "_idle_timeout"} <= set(vars(TCPServer))
     source = inspect.getsource(TCPServer)
-    assert all(name in source for name in ("self.protocol =", "self.idle_task =", "def _initiate_server_close"))
+    assert all(name in source for name in (
+        "self.protocol =", "self.idle_task = TrioSingleTask()", "self.idle_task.restart(self._task_group, self._idle_timeout)",
+        "self.idle_task.stop()", "def _initiate_server_close",
+    ))
 
 
 async def test_a_burst_of_connections_while_the_loop_is_busy_waits_in_the_backlog(daemon_factory):

@@ -29,9 +29,9 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 
 from uipd.api.app import ApiApp
+from uipd.runtime.systemd import listener_from
 from uipd.server.accept import AcceptEpisode, serve_listeners
 from uipd.server.clock import spread
-from uipd.runtime.systemd import listener_from
 
 BACKLOG = 4096
 """The listen backlog (as the WebSocket listener's)."""
@@ -40,7 +40,7 @@ BACKLOG = 4096
 class IdleTimer:
     """hypercorn's ``TrioSingleTask`` for the idle timer, without its scheduler rounds: that one
     starts the timer with ``nursery.start`` and stops it under a lock (four rounds per request
-    through a shared loop, a quarter of a connection's cost).  Here the timer's cancel scope is
+    through a shared loop: about a quarter of a connection's cost under py-spy).  Here the timer's cancel scope is
     made before its task starts (``start_soon``) and nothing awaits, so there is no race to lock
     against: a scope cancelled before its task entered it cancels the task at its first wait."""
 
@@ -132,8 +132,8 @@ def hypercorn_config(request_timeout: float) -> HypercornConfig:
     config.set_statsd_logger_class(StatsdLogger)  # what worker_serve sets: config.log is made from it
     # hypercorn's idle timer runs from the connection's start (or the previous answer) until a
     # request head is complete, whatever trickles in meanwhile: it is the head's deadline. Its
-    # read_timeout is not used (ApiConnection's reads do not apply it): it bounds only the gap between reads, and would also cut a client
-    # waiting quietly for a slow answer. (h11 bounds the head's size: 16 KiB.)
+    # read_timeout is not used (ApiConnection's reads do not apply it): it bounds only the gap
+    # between reads, and would also cut a client waiting quietly for a slow answer. (h11 bounds the head's size: 16 KiB.)
     config.keep_alive_timeout = request_timeout
     config.graceful_timeout = 1.0
     return config
