@@ -219,15 +219,16 @@ class _TokenFifo:
     def _serve(self):
         while True:
             fd = os.open(self.path, os.O_WRONLY)  # returns once the daemon opens it for reading
-            if self.stopping:
-                os.close(fd)
-                return
-            self.opened.set()
-            self.released.wait()
             try:
+                if self.stopping:
+                    return
+                self.opened.set()
+                self.released.wait()
                 os.write(fd, f"{self.token}\n".encode())
-            except BrokenPipeError:  # close() opened and dropped the FIFO: no reader is left
-                return
+            except BrokenPipeError:
+                # The open went through on a reader that was just closing (the previous read's),
+                # or close() dropped the FIFO: serve the next reader, or end when stopping.
+                continue
             finally:
                 os.close(fd)
 
