@@ -41,7 +41,7 @@ from uipd.server.clock import now
 from uipd.sources.publisher import HubPublisher
 from uipd.sources.registry import PluginRegistry
 
-__all__ = ["DAEMON_DEFAULTS", "FakePublisher", "free_port", "run_daemon", "serve_asgi"]
+__all__ = ["DAEMON_DEFAULTS", "FakePublisher", "free_port", "run_daemon", "serve_asgi", "serving"]
 
 
 @define
@@ -143,6 +143,14 @@ async def run_daemon(config: Mapping[str, Any] | None = None, plugins: Sequence[
     the test itself.  The listeners' ports are ``daemon.ws_port`` and ``daemon.api_port``.
     """
     daemon = Daemon(from_dict(_merge(DAEMON_DEFAULTS, config or {}), file="test.toml"), PluginRegistry.discover(plugins))
+    async with serving(daemon):
+        yield daemon
+
+
+@asynccontextmanager
+async def serving(daemon: Daemon) -> AsyncIterator[Daemon]:
+    """Run a daemon built by the test (e.g. loaded from a file, so that a reload re-reads it) in
+    the test's task until the block ends; then it drains as on SIGTERM."""
     async with trio.open_nursery() as nursery:
         await nursery.start(daemon.run)
         try:

@@ -22,6 +22,7 @@ from uipd.runtime.daemon import Daemon
 from uipd.runtime.sources import SourceRunner
 from uipd.plugin import SourceType, hookimpl
 from uipd.sources.registry import PluginRegistry
+from uipd.testing import serving
 
 
 def config_tables(tmp_path: Path, ws: int, api: int, welcome: str, lots_feed: str, extra_sources: dict | None = None) -> dict:
@@ -171,13 +172,8 @@ class Plugins:
 async def daemon_on(path: Path) -> AsyncIterator[Daemon]:
     """A daemon loaded from ``path`` (so reload re-reads it) in the test's nursery."""
     Plugins.make, Plugins.running, Plugins.most_running, Plugins.events = None, 0, 0, []
-    daemon = Daemon(load(path), PluginRegistry.discover([("slowstop", Plugins())]))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(daemon.run)
-        try:
-            yield daemon
-        finally:
-            daemon.request_shutdown()
+    async with serving(Daemon(load(path), PluginRegistry.discover([("slowstop", Plugins())]))) as daemon:
+        yield daemon
 
 
 def tables(**server: object) -> dict:
