@@ -19,6 +19,7 @@ def test_defaults_match_the_protocol():
     assert (c.api.host, c.api.port, c.api.key) == ("127.0.0.1", 5001, "")
     assert c.server.max_message_bytes == 65536 and c.server.max_queue_bytes == 1048576
     assert c.server.slow_consumer == "resync"
+    assert (c.history.size, c.history.ttl, c.history.max_replay) == (1000, 300.0, 500)
 
 
 @pytest.mark.parametrize(
@@ -38,6 +39,11 @@ def test_defaults_match_the_protocol():
         ({"heartbeat": {"interval": 10, "timeout": 5}}, r"heartbeat\.timeout \(5\.0\) must be longer"),
         ({"api": {"key": 123}}, r"api\.key: expected a string"),
         ({"log": {"level": "loud"}}, r"log\.level: expected one of"),
+        ({"history": {"size": -1}}, r"history: 'size' must be >= 0: -1"),
+        ({"history": {"size": 10.0}}, r"history\.size: expected an integer, got a number"),
+        ({"history": {"ttl": 0}}, r"history: 'ttl' must be > 0: 0"),
+        ({"history": {"max_replay": "5"}}, r"history\.max_replay: expected an integer, got a string"),
+        ({"history": {"keep": 1}}, r"history: unknown key 'keep'"),
         ({"bogus": {}}, r"unknown section\(s\) 'bogus'"),
         ({"sources": {"a": {}}}, r"sources\.a\.plugin: required key missing"),
         ({"sources": {"a": 5}}, r"sources\.a: expected a table"),

@@ -18,9 +18,23 @@ export interface ConnectionMessage {
   topics: string[];
 }
 
+/** A topic's state after its message `seq` of the numbering run `epoch` (protocol section 8). */
+export interface Position {
+  seq: number;
+  epoch: string;
+}
+
 export interface SnapshotMessage {
   type: 'SNAPSHOT';
   data: Record<string, Entity[]>;
+  /** The position of every section in `data` (servers of protocol 1.1). */
+  positions?: Record<string, Position>;
+  /** Answer to a recovery: topics resumed by the replay that follows (their state is kept). */
+  recovered?: string[];
+  /** Answer to a recovery: the ALERTs of topics that got a section instead of a replay. */
+  missedAlerts?: Record<string, AlertMessage[]>;
+  /** Answer to a recovery: topics for which alerts may have been missed. */
+  alertsLost?: string[];
   timestamp: string;
   /** True when it replaces UPDATEs the server dropped for a slow client. */
   resync?: boolean;
@@ -98,6 +112,10 @@ export interface UipdEvents {
   close: CloseEvent;
   /** A message of a type this version does not know. */
   message: Record<string, unknown>;
+  /** After a reconnect or a gap: these topics were resumed by replay (nothing was missed). */
+  recovered: string[];
+  /** After a reconnect or a gap: alerts of these topics may have been missed (e.g. the server restarted). */
+  alertsLost: string[];
 }
 
 export interface BackoffOptions {
@@ -150,6 +168,8 @@ export class UipdClient {
   get(topic: string): ReadonlyMap<string, Entity>;
   entities(topic: string): Entity[];
   stateTopics(): string[];
+  /** The last position applied for a topic, or undefined when the server sent none. */
+  position(topic: string): Position | undefined;
   subscribe(topics: string | string[]): this;
   unsubscribe(topics: string | string[]): this;
   requestSnapshot(topics?: string[]): void;
@@ -168,6 +188,29 @@ export class TopicState {
   topics(): string[];
   clear(): void;
 }
+
+/** The client rules of recovery, without I/O (what UipdClient uses). */
+export class Positions {
+  constructor(options?: { alertMemory?: number });
+  get(topic: string): Position | undefined;
+  topics(): string[];
+  since(keep?: (topic: string) => boolean): Record<string, Position>;
+  sinceOf(topic: string): Record<string, Position> | null;
+  retain(keep: (topic: string) => boolean): void;
+  newConnection(): void;
+  askFailed(topics?: string[]): void;
+  snapshot(msg: SnapshotMessage): { alerts: AlertMessage[]; recovered: string[]; alertsLost: string[] };
+  message(msg: UpdateMessage | AlertMessage): { apply: boolean; emit: boolean; ask: boolean };
+  clear(): void;
+}
+
+/** The handshake URL with topics + since, and the subscribe to send after connect when it would be too long. */
+export function recoveryUrl(
+  base: string,
+  topics: string[] | null,
+  since: Record<string, Position>,
+  maxLength?: number,
+): { url: string; later: Record<string, unknown> | null };
 
 export class Backoff {
   constructor(options?: BackoffOptions);

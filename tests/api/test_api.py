@@ -33,8 +33,10 @@ async def test_stats_counts_clients_subscribers_entities_seq(daemon):
         await http.post("/api/publish", json={"topic": "weather", "data": [{"id": "w1"}, {"id": "w2"}]})
         stats = (await http.get("/api/stats")).json()
     assert stats["clients"] == 2
-    assert stats["topics"]["weather"] == {"subscribers": 2, "entities": 2, "seq": 1}
-    assert stats["topics"]["accidents"] == {"subscribers": 1, "entities": 0, "seq": 0}
+    weather, accidents = stats["topics"]["weather"], stats["topics"]["accidents"]
+    assert weather == {"subscribers": 2, "entities": 2, "seq": 1, "epoch": weather["epoch"], "history": 1, "historyBytes": weather["historyBytes"]}
+    assert len(weather["epoch"]) >= 8 and weather["historyBytes"] > 0
+    assert accidents == {"subscribers": 1, "entities": 0, "seq": 0, "epoch": accidents["epoch"], "history": 0, "historyBytes": 0}
     await a.aclose()
 
 

@@ -1,11 +1,14 @@
 """A loopback TCP proxy in front of Redis that can stop forwarding while every connection stays
-open: what a blackholed Redis looks like to a node (TCP accepted, no answer ever).  Runs in the
-test's trio loop, so the shared Redis itself is never paused."""
+open: what a blackholed Redis looks like to a node (TCP accepted, no answer ever); or delay every
+byte by ``delay`` seconds each way (a slow network: reads that are still on their way while
+messages are published).  Runs in the test's trio loop, so the shared Redis itself is never paused."""
 
 from __future__ import annotations
 
 import trio
 from attrs import define, field
+
+from tests.loopback import serve_loopback
 
 
 @define
@@ -13,6 +16,8 @@ class FreezableProxy:
     target_port: int
     port: int = 0
     """The proxy's own port, once :meth:`run` has started."""
+    delay: float = 0.0
+    """Seconds every chunk waits before it is forwarded (each direction; order is kept)."""
     _open: dict[str, trio.Event] = field(factory=lambda: {"up": trio.Event(), "down": trio.Event()})
     """Per direction (up: to Redis, down: back to the node), set while bytes flow."""
 
@@ -35,11 +40,7 @@ class FreezableProxy:
             event.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            await trio.serve_listeners(self._serve, listeners, handler_nursery=nursery)
+        await serve_loopback(self._serve, lambda port: setattr(self, "port", port), task_status)
 
     async def _serve(self, downstream: trio.SocketStream) -> None:
         try:
@@ -52,12 +53,24 @@ class FreezableProxy:
             nursery.start_soon(self._pump, upstream, downstream, "down", nursery.cancel_scope)
 
     async def _pump(self, src: trio.SocketStream, dst: trio.SocketStream, direction: str, scope: trio.CancelScope) -> None:
+        send, receive = trio.open_memory_channel[tuple[float, bytes]](1000)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._deliver, receive, dst, direction, scope)
+            try:
+                while True:
+                    await self._open[direction].wait()
+                    data = await src.receive_some(65536)
+                    if not data:
+                        break
+                    await send.send((trio.current_time() + self.delay, data))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            await send.aclose()
+
+    async def _deliver(self, receive: trio.MemoryReceiveChannel[tuple[float, bytes]], dst: trio.SocketStream, direction: str, scope: trio.CancelScope) -> None:
         try:
-            while True:
-                await self._open[direction].wait()
-                data = await src.receive_some(65536)
-                if not data:
-                    break
+            async for due, data in receive:
+                await trio.sleep_until(due)
                 await self._open[direction].wait()  # frozen meanwhile: hold what was read
                 await dst.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):

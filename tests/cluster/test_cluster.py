@@ -181,6 +181,7 @@ async def test_redis_restart_keeps_clients_and_resyncs_them(tmp_path):
                 for i in range(3):
                     assert (await http.post("/api/publish", json={"topic": "accidents", "data": [{"id": f"x{i}"}]})).status_code == 200
             assert [(await c.recv_json())["seq"] for _ in range(3)] == [1, 2, 3]
+            old_epoch = b.hub.topics.topics["accidents"].epoch
             redis.send_signal(signal.SIGKILL)
             redis.wait()
             await until(lambda: not a.broker.ready and not b.broker.ready)
@@ -194,6 +195,9 @@ async def test_redis_restart_keeps_clients_and_resyncs_them(tmp_path):
             resync = await c.recv_until(lambda m: m["type"] == "SNAPSHOT")
             assert resync["resync"] is True
             assert sorted(e["id"] for e in resync["data"]["accidents"]) == ["x0", "x1", "x2"]  # state written back
+            # ... under a new epoch (Redis lost the run: no client is replayed across it), the same on every node
+            assert resync["positions"]["accidents"]["seq"] == 3 and resync["positions"]["accidents"]["epoch"] != old_epoch
+            assert a.hub.topics.topics["accidents"].epoch == b.hub.topics.topics["accidents"].epoch == resync["positions"]["accidents"]["epoch"]
             async with api_client(a) as http:
                 r = await http.post("/api/publish", json={"topic": "accidents", "data": [{"id": "x3"}]})
             assert r.json()["seq"] == 4

@@ -6,16 +6,17 @@ message (200 published, 503 not published, 504 unknown).
 A blackholed Redis is a FreezableProxy in front of the shared Redis, frozen; each test has its
 own key prefix and deletes its keys."""
 
+import json
 import logging
-import uuid
+from urllib.parse import quote
 
 import coredis
 import pytest
 import trio
 
-from tests.cluster.proxy import FreezableProxy
 from tests.cluster.test_cluster import REDIS, redis_up, until
 from tests.conftest import api_client, connect, running_daemon
+from tests.wsclient import RawClient
 from tests.sources.test_supervision import inline_plugin
 from uipd.cluster.redis import RedisBroker
 
@@ -24,23 +25,6 @@ pytestmark = pytest.mark.skipif(not redis_up(), reason="no Redis on 127.0.0.1:63
 TTL = 1.5
 FAST = {"command_timeout": 0.2, "ping_interval": 0.2, "publish_timeout": 1.0}
 """Short bounds, so each fault shows within a fraction of a second."""
-
-
-@pytest.fixture
-async def prefix():
-    prefix = f"t-{uuid.uuid4().hex[:8]}"
-    yield prefix
-    async with coredis.Redis.from_url(REDIS) as r:
-        keys = [k async for k in r.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await r.delete(keys)
-
-
-@pytest.fixture
-async def proxy(nursery):
-    proxy = FreezableProxy(6379)
-    await nursery.start(proxy.run)
-    return proxy
 
 
 def config(prefix, node, url=REDIS, **extra):
@@ -165,13 +149,15 @@ async def test_a_sources_lost_alerts_are_logged_with_the_source_and_counted(pref
         assert broker_lines(caplog, "refused by Redis, not published") and all("from count" in r.getMessage() for r in broker_lines(caplog, "refused by Redis"))
 
 
-async def test_alerts_published_while_a_node_joins_are_counted_and_logged(prefix, caplog, monkeypatch):
+async def test_alerts_published_while_a_node_joins_are_counted_for_its_early_clients_and_left_in_history(prefix, caplog, monkeypatch):
     async with running_daemon(config(prefix, "a")) as a, api_client(a) as http:
         await until(lambda: a.broker.ready)
         original = RedisBroker._load_state
+        early = trio.Event()
 
         async def load_state(self, client, *args):
             if self.node_id == "b" and not self._sessions:
+                await early.wait()
                 # b is subscribed but has not loaded yet: these are in the state it loads
                 for body in ({"topic": "accidents", "type": "ALERT", "data": {"m": "join"}}, {"topic": "accidents", "data": [{"id": "x"}]}):
                     assert (await http.post("/api/publish", json=body)).status_code == 200
@@ -179,13 +165,43 @@ async def test_alerts_published_while_a_node_joins_are_counted_and_logged(prefix
 
         monkeypatch.setattr(RedisBroker, "_load_state", load_state)
         async with running_daemon(config(prefix, "b")) as b:
+            c = await connect(b)  # connected before b loaded the cluster's state: it missed the ALERT
+            early.set()
             await until(lambda: b.broker.ready)
-            c = await connect(b)
+            resync = await c.recv_until(lambda m: m["type"] == "SNAPSHOT")
+            assert resync["resync"] is True and [e["id"] for e in resync["data"]["accidents"]] == ["x"]
+            assert resync["positions"]["accidents"] == {"seq": 2, "epoch": b.hub.topics.topics["accidents"].epoch}
             assert (await http.post("/api/publish", json={"topic": "accidents", "type": "ALERT", "data": {"m": "after"}})).json()["seq"] == 3
-            assert (await c.recv_json())["seq"] == 3  # live messages flow as before
+            assert (await c.recv_until(lambda m: m["type"] == "ALERT"))["seq"] == 3  # live messages flow as before
             await until(lambda: b.broker.lost_alerts)
             assert b.broker.lost_alerts == {("accidents", "join"): 1}  # the ALERT, not the UPDATE (it is in the state)
             assert broker_lines(caplog, "ALERT of topic accidents (seq 1): published while this node (re)loaded")
+            # A client that comes later and asks from before it recovers it from the history in Redis.
+            since = quote(json.dumps({"accidents": {"seq": 0, "epoch": resync["positions"]["accidents"]["epoch"]}}))
+            late = await RawClient.connect(b.ws_port, f"/?topics=accidents&since={since}")
+            await late.recv_json()
+            answer = await late.recv_json()
+            assert answer["recovered"] == ["accidents"] and answer["alertsLost"] == []
+            assert [(m["type"], m["seq"]) for m in [await late.recv_json() for _ in range(3)]] == [("ALERT", 1), ("UPDATE", 2), ("ALERT", 3)]
+
+
+async def test_a_node_joining_without_clients_counts_no_alert_lost(prefix, monkeypatch):
+    async with running_daemon(config(prefix, "a")) as a, api_client(a) as http:
+        await until(lambda: a.broker.ready)
+        original = RedisBroker._load_state
+
+        async def load_state(self, client, *args):
+            if self.node_id == "b" and not self._sessions:
+                assert (await http.post("/api/publish", json={"topic": "accidents", "type": "ALERT", "data": {"m": "join"}})).status_code == 200
+            return await original(self, client, *args)
+
+        monkeypatch.setattr(RedisBroker, "_load_state", load_state)
+        async with running_daemon(config(prefix, "b")) as b:
+            await until(lambda: b.broker.ready)
+            c = await connect(b)
+            assert (await http.post("/api/publish", json={"topic": "accidents", "type": "ALERT", "data": {"m": "after"}})).json()["seq"] == 2
+            assert (await c.recv_json())["seq"] == 2
+            assert not b.broker.lost_alerts  # no client of b missed it: it is in the history for those who come back
 
 
 ALERT = {"topic": "accidents", "type": "ALERT", "data": {"m": "crash"}}
@@ -204,8 +220,13 @@ async def cut_off_while(proxy, node, publisher, bodies):
     await until(lambda: node.broker.ready, timeout=6)
 
 
+NO_HISTORY = {"history": {"size": 0}}
+"""Without history streams, a node back from a cut-off cannot catch up: the ALERT record's accounting
+(with history, tests/cluster/test_recovery.py)."""
+
+
 async def test_alerts_published_while_a_node_was_cut_off_are_counted_and_logged_by_seq_and_its_clients_resynced(prefix, proxy, caplog):
-    async with running_daemon(config(prefix, "a", proxy.url)) as a, running_daemon(config(prefix, "b")) as b:
+    async with running_daemon(config(prefix, "a", proxy.url, **NO_HISTORY)) as a, running_daemon(config(prefix, "b", **NO_HISTORY)) as b:
         await until(lambda: a.broker.ready and b.broker.ready)
         c = await connect(a)
         await cut_off_while(proxy, a, b, [ALERT, UPDATE, ALERT, ALERT, UPDATE])  # ALERTs: seq 1, 3, 4
@@ -229,7 +250,7 @@ async def test_alerts_published_while_a_node_reloads_after_a_cut_off_are_counted
     # An ALERT published between the re-subscribe and the reload of a node back from a cut-off
     # reaches it through the channel with a seq its load covers: the ALERT record counted it
     # already, so it is not counted again as "join", nor its seq as missed.
-    async with running_daemon(config(prefix, "a", proxy.url)) as a, running_daemon(config(prefix, "b")) as b, api_client(b) as http:
+    async with running_daemon(config(prefix, "a", proxy.url, **NO_HISTORY)) as a, running_daemon(config(prefix, "b", **NO_HISTORY)) as b, api_client(b) as http:
         await until(lambda: a.broker.ready and b.broker.ready)
         original = RedisBroker._load_state
 
@@ -249,9 +270,9 @@ async def test_alerts_published_while_a_node_reloads_after_a_cut_off_are_counted
 
 async def test_a_cut_off_longer_than_the_alert_record_counts_the_rest_as_missed(prefix, proxy, caplog, monkeypatch):
     monkeypatch.setattr("uipd.cluster.losses.LOGGED_LOST", 1)
-    b_config = config(prefix, "b")
+    b_config = config(prefix, "b", **NO_HISTORY)
     b_config["broker"]["alert_record"] = 2  # the publishing node's bound trims the record
-    async with running_daemon(config(prefix, "a", proxy.url)) as a, running_daemon(b_config) as b:
+    async with running_daemon(config(prefix, "a", proxy.url, **NO_HISTORY)) as a, running_daemon(b_config) as b:
         await until(lambda: a.broker.ready and b.broker.ready)
         await cut_off_while(proxy, a, b, [UPDATE, ALERT, ALERT, ALERT, UPDATE, ALERT])  # ALERTs: 2, 3, 4, 6
         async with coredis.Redis.from_url(REDIS) as redis:

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from tests.cluster.test_cluster import REDIS, redis_up, until
-from tests.cluster.test_faults import TTL, broker_lines, config, prefix, probe_plugin, proxy  # noqa: F401 (fixtures)
+from tests.cluster.test_faults import TTL, broker_lines, config, probe_plugin
 from tests.conftest import api_client, connect, running_daemon
 from tests.sources.test_supervision import inline_plugin
 

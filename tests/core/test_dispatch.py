@@ -127,7 +127,10 @@ def test_snapshot_action() -> None:
     hub.publish(update("weather", {"id": "w"}), at(0))
     s = subscribed_to(hub, "c1", ["cameras", "weather"])
     msgs = send(hub, s, {"action": "snapshot", "topics": ["weather"]}, t=2)
-    assert msgs == [{"type": "SNAPSHOT", "data": {"weather": [{"id": "w"}]}, "timestamp": at(2).iso}]
+    epoch = hub.topics.topics["weather"].epoch
+    assert msgs == [
+        {"type": "SNAPSHOT", "data": {"weather": [{"id": "w"}]}, "positions": {"weather": {"seq": 1, "epoch": epoch}}, "timestamp": at(2).iso}
+    ]
     # Without topics: the subscribed set, in server order.
     assert list(send(hub, s, {"action": "snapshot"}, t=3)[0]["data"]) == ["cameras", "weather"]
     # Any topic may be asked for, and "all" means every topic.

@@ -33,6 +33,7 @@ def test_connect_sends_connection_then_full_snapshot() -> None:
         {
             "type": "SNAPSHOT",
             "data": {t: ([{"id": "w1", "t": 31}] if t == "weather" else []) for t in TOPICS},
+            "positions": {t: {"seq": int(t == "weather"), "epoch": hub.topics.topics[t].epoch} for t in TOPICS},
             "timestamp": at(2).iso,
         },
     ]
@@ -134,9 +135,16 @@ def test_stats() -> None:
     stats = hub.stats()
     assert stats["clients"] == 3
     assert list(stats["topics"]) == TOPICS
-    assert stats["topics"]["cameras"] == {"subscribers": 3, "entities": 2, "seq": 2}
-    assert stats["topics"]["weather"] == {"subscribers": 2, "entities": 0, "seq": 0}
-    assert stats["topics"]["accidents"] == {"subscribers": 1, "entities": 0, "seq": 1}
+    def basics(name: str) -> dict:
+        return {k: stats["topics"][name][k] for k in ("subscribers", "entities", "seq")}
+
+    assert basics("cameras") == {"subscribers": 3, "entities": 2, "seq": 2}
+    assert basics("weather") == {"subscribers": 2, "entities": 0, "seq": 0}
+    assert basics("accidents") == {"subscribers": 1, "entities": 0, "seq": 1}
+    cameras = stats["topics"]["cameras"]
+    assert cameras["epoch"] == hub.topics.topics["cameras"].epoch and len(cameras["epoch"]) >= 8
+    assert cameras["history"] == 2 and cameras["historyBytes"] > 0
+    assert stats["topics"]["weather"]["history"] == 0
     assert hub.subscriber_count("congestion") == 1
     hub.disconnect(b)
     stats = hub.stats()

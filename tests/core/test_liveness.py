@@ -127,3 +127,81 @@ def test_the_heartbeat_fails_one_session_and_still_checks_the_others() -> None:
     assert [len(s.outbound) for s in (before, victim, after)] == [1, 0, 1]  # the others were pinged
     plan = hub.heartbeat(at(10.0))
     assert {s.id for s in plan.dead} == {"before", "after"} and [s.id for s, _ in plan.failed] == ["victim"]
+
+
+# -- the schedule: a pass looks at the sessions due, not at all of them ---------------------------
+
+
+def test_a_session_heard_from_is_pinged_an_interval_after_its_last_ping_never_earlier() -> None:
+    # Its pongs move last_alive, so the deadline kept for "dead at last_alive + timeout" comes
+    # early: that check must not turn into an early ping.
+    hub = make_hub(heartbeat_interval=10.0, heartbeat_timeout=12.0)
+    s = connected(hub, "c1")
+    pings: list[float] = []
+    t = 0.0
+    while t <= 60.0:
+        if pinged(hub, [s], t):
+            pings.append(t)
+            hub.pong(s, t + 0.1)
+        t = round(t + 0.25, 3)
+    gaps = [b - a for a, b in zip(pings, pings[1:])]
+    assert len(pings) >= 5 and all(10.0 <= g <= 10.25 for g in gaps), pings
+
+
+def test_a_silent_session_is_reported_dead_at_the_first_pass_past_its_timeout() -> None:
+    hub = make_hub(heartbeat_interval=10.0, heartbeat_timeout=30.0)
+    silent = connected(hub, "silent")
+    alive = connected(hub, "alive")
+    t, dead_at = 0.0, None
+    while t <= 40.0 and dead_at is None:
+        plan = hub.heartbeat(at(t))
+        hub.pong(alive, t)
+        if plan.dead:
+            assert plan.dead == [silent]
+            dead_at = t
+        t = round(t + 0.5, 3)
+    assert dead_at == 30.5  # silent since 0: more than 30 s at the first pass after 30.0
+    # Until the shell drops it, every pass says so again; then it is forgotten.
+    assert hub.heartbeat(at(31.0)).dead == [silent]
+    hub.disconnect(silent)
+    assert hub.heartbeat(at(31.5)).dead == []
+    assert all(entry[2] is not silent for entry in hub.heartbeats._heap if entry[0] > 31.5)
+
+
+def test_a_pass_costs_the_sessions_due_not_the_sessions_connected() -> None:
+    hub = make_hub(heartbeat_interval=10.0, heartbeat_timeout=30.0)
+    sessions = [hub.connect(f"c{i}", at(0)) for i in range(10_000)]
+    for s in sessions:
+        drain(s)
+    schedule = hub.heartbeats
+    per_pass = []
+    for k in range(1, 41):  # 0.25 s ticks over one interval
+        before = schedule.checked
+        hub.heartbeat(at(k * 0.25))
+        due = sum(1 for s in sessions if drain_frames(s))
+        per_pass.append((schedule.checked - before, due))
+    # Each check of a pass pinged its session: nothing else was looked at.
+    assert all(checked == due for checked, due in per_pass), per_pass
+    assert sum(due for _, due in per_pass) == 10_000
+    assert max(checked for checked, _ in per_pass) < 600  # ~250 a tick, not 10,000
+    # A pass with nothing due looks at nothing at all.
+    before = schedule.checked
+    hub.heartbeat(at(10.0))
+    assert schedule.checked == before
+    assert len(schedule) == 10_000  # one deadline per session
+
+
+def test_expiry_is_a_deadline_of_its_own_not_a_check_of_every_pass() -> None:
+    hub = make_hub(heartbeat_interval=100.0, heartbeat_timeout=300.0)
+    s = hub.connect("c1", at(0), expires_in=5.0)
+    drain(s)
+    s.next_ping_at = 200.0  # nothing else due before the expiry
+    hub.heartbeats.remove(s)
+    hub.heartbeats.add(s, 300.0)
+    before = hub.heartbeats.checked
+    for t in (1.0, 2.0, 4.9):
+        hub.heartbeat(at(t))
+    assert hub.heartbeats.checked == before and s.outbound.closing is None
+    hub.heartbeat(at(5.0))
+    assert hub.heartbeats.checked == before + 1
+    assert s.outbound.closing == CloseRequest(4001, "token expired", True)

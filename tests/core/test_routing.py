@@ -3,7 +3,7 @@ slow-consumer policy."""
 
 from __future__ import annotations
 
-from tests.core.helpers import TOPICS, at, big, connected, drain, drain_frames, make_hub, send, subscribed_to, types, update
+from tests.core.helpers import TOPICS, at, big, connected, drain, drain_frames, make_hub, send, subscribed_to, text_json, types, update
 from uipd.core import publish
 from uipd.core.outbound import CloseRequest
 
@@ -95,14 +95,15 @@ def test_upsert_by_string_id_and_removed() -> None:
 def test_alert_does_not_change_state() -> None:
     hub = make_hub()
     hub.publish(update("accidents", {"id": "a1"}), at(1))
-    before = drain_frames(hub.connect("c1", at(2)))[1]
-    version = hub.topics.version
+    drain_frames(hub.connect("c1", at(2)))
+    section = hub.topics.topics["accidents"].section()
     res = hub.publish(publish.alert("accidents", {"id": "a2", "severity": "high"}), at(2))
     assert res.seq == 2
-    assert hub.topics.version == version
     assert dict(hub.topics.state_of("accidents")) == {"a1": {"id": "a1"}}
-    # The cached snapshot is still valid: same bytes object.
-    assert drain_frames(hub.connect("c2", at(2)))[1] is before
+    # The section is still valid (same bytes object); the SNAPSHOT is not: it carries positions.
+    assert hub.topics.topics["accidents"].section() is section
+    after = text_json(drain_frames(hub.connect("c2", at(2)))[1])
+    assert after["positions"]["accidents"]["seq"] == 2
 
 
 def test_fan_out_frame_encoded_once() -> None:

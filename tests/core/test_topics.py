@@ -54,7 +54,13 @@ def test_snapshot_frame_content_in_requested_order() -> None:
     table = TopicTable.of(TOPICS)
     table.apply("weather", [("w", {"id": "w", "t": 30})], [])
     msg = text_json(table.snapshot_frame(["cameras", "weather"], 0.0, "T0"))
-    assert msg == {"type": "SNAPSHOT", "data": {"cameras": [], "weather": [{"id": "w", "t": 30}]}, "timestamp": "T0"}
+    epochs = {n: table.topics[n].epoch for n in ("cameras", "weather")}
+    assert msg == {
+        "type": "SNAPSHOT",
+        "data": {"cameras": [], "weather": [{"id": "w", "t": 30}]},
+        "positions": {n: {"seq": 0, "epoch": e} for n, e in epochs.items()},
+        "timestamp": "T0",
+    }
 
 
 def test_snapshot_frame_cached_while_unchanged_and_young() -> None:

@@ -32,6 +32,7 @@ from uipd.runtime.connections import ConnectionRegistry
 from uipd.server.clock import now
 from uipd.server.connection import ClientConnection
 from uipd.server.transport import WebSocketTransport, WriteGate
+from uipd.server.writer import ConnectionWriter
 
 CONFIG = {"heartbeat": {"interval": 0.4, "timeout": 30}, "server": {"close_timeout": 0.5}}
 
@@ -134,8 +135,12 @@ def _flush(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
 
 
 def _transport_method(name: str) -> Callable[[pytest.MonkeyPatch, Fault, Daemon], None]:
+    """A fault in the writer task's ``name``: the flusher's pass may not write the close itself
+    (``_close_now``, see ``_direct_close`` for that path), so that a writer task writes it."""
+
     def install(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
         original = getattr(WebSocketTransport, name)
+        mp.setattr(ConnectionWriter, "_close_now", lambda self, queue: False)
 
         async def method(self: WebSocketTransport, *args: Any) -> None:
             connection = connection_of(d, fault.victim)
@@ -148,13 +153,33 @@ def _transport_method(name: str) -> Callable[[pytest.MonkeyPatch, Fault, Daemon]
     return install
 
 
+def _direct_close(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
+    """A fault where the flusher's pass writes the queued frames and the close frame itself."""
+    original = WebSocketTransport.close_frame
+
+    def close_frame(self: WebSocketTransport, *args: Any) -> bytes:
+        connection = connection_of(d, fault.victim)
+        if fault.armed and connection is not None and connection.transport is self:
+            fault.fire("runtime")
+        return original(self, *args)
+
+    mp.setattr(WebSocketTransport, "close_frame", close_frame)
+
+
 def _socket_close(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
-    original = WriteGate.aclose
+    original, original_now = WriteGate.aclose, WriteGate.close_now
     gates: list[WriteGate] = []
 
     async def aclose(self: WriteGate) -> None:
         try:
             await original(self)  # the socket is closed (the daemon closes it with a cancelled scope)
+        finally:
+            if self in gates:
+                fault.fire("runtime")
+
+    def close_now(self: WriteGate) -> bool:
+        try:
+            return original_now(self)  # a plain socket is closed at once
         finally:
             if self in gates:
                 fault.fire("runtime")
@@ -165,6 +190,7 @@ def _socket_close(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
         gates.append(connection.transport.gate)
 
     mp.setattr(WriteGate, "aclose", aclose)
+    mp.setattr(WriteGate, "close_now", close_now)
     fault.on_arm = arm
 
 
@@ -245,6 +271,7 @@ STEPS: dict[str, tuple[Callable[[pytest.MonkeyPatch, Fault, Daemon], None], Any]
     "flush": (_flush, _nothing),
     "writer": (_transport_method("write"), _send_ping_then_binary),
     "close": (_transport_method("close"), _send_binary),
+    "direct close": (_direct_close, _send_ping_then_binary),
     "socket close": (_socket_close, _hang_up),
     "hub.disconnect": (_disconnect, _hang_up),
     "unregister": (_unregister, _hang_up),

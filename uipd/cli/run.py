@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any
 
@@ -26,6 +27,10 @@ def add_run_commands(sub: Any) -> None:
     run.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help='override a config value, in TOML syntax (repeatable), e.g. --set server.port=5002 --set server.welcome=\'"hi"\'',
+    )
+    run.add_argument(
+        "--workers", type=int, metavar="N",
+        help="processes serving the ports, each a node of the Redis broker (as --set server.workers=N; see [server] workers)",
     )
     run.set_defaults(handler=cmd_run)
     check = sub.add_parser("check-config", help="validate a config file and its sources; exit 0 or 2")
@@ -56,20 +61,28 @@ def _stopped_by(exc: BaseException, debug: bool) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     hangups.defer()  # again, for a caller of command.main that came past uipd.cli.main
-    from uipd.runtime import logs, systemd
+    from uipd.runtime import logs, systemd, workers
     from uipd.runtime.daemon import Daemon
+    from uipd.runtime.group import WorkerGroup
     from uipd.sources.registry import PluginRegistry
 
+    if args.workers is not None:
+        args.overrides = [*args.overrides, f"server.workers={args.workers}"]
+    index = workers.worker_index()  # set by the supervisor of a group of workers
     try:
         config = load(args.config, args.overrides)
         logs.setup(config.log)
         registry = PluginRegistry.discover()
+        if index is None and config.server.workers > 1:
+            return _run_supervisor(args, config, registry)
         daemon = Daemon(
             config, registry, tuple(args.overrides),
             notifier=systemd.Notifier.from_environ(),
             watchdog=systemd.watchdog_period(),
-            inherited_fds=systemd.listen_fds(),
+            inherited_fds=systemd.listen_fds() if index is None else workers.worker_fds(),
             hangup_before_start=hangups.received,
+            manage_gc=True,
+            group=None if index is None else WorkerGroup(os.environ.get(workers.GROUP_ENV, ""), index),
         )
     except UnreadableFileError as exc:  # before ConfigError, its base
         print(f"uipd: cannot start: {exc}", file=sys.stderr)
@@ -84,6 +97,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     except BaseException as exc:  # KeyboardInterrupt included: it too may come inside a group
         return _stopped_by(exc, config.log.level == "debug")
     return EXIT_INTERRUPTED if daemon.interrupted else 0
+
+
+def _run_supervisor(args: argparse.Namespace, config: Any, registry: Any) -> int:
+    """``[server] workers`` > 1: this process supervises the workers (uipd.runtime.workers)."""
+    from uipd.runtime import systemd
+    from uipd.runtime.workers import Supervisor
+    from uipd.sources.registry import check_config
+
+    check_config(config, registry)  # a config error: exit 2 here, once, not from every worker
+    supervisor = Supervisor(
+        config, tuple(args.overrides), notifier=systemd.Notifier.from_environ(), watchdog=systemd.watchdog_period(),
+        inherited_fds=systemd.listen_fds(), hangup_before_start=hangups.received,
+    )
+    try:
+        supervisor.bind()
+    except OSError as exc:
+        log.error("cannot serve: %s", exc)
+        return EXIT_START
+    ws_port, api_port = supervisor.ports
+    log.info("uipd %s starting %d workers with %s (node ids %s-w0..): WebSocket %s:%d, HTTP API %s:%d", __version__,
+             config.server.workers, config.path, supervisor.group, config.server.host, ws_port, config.api.host, api_port)
+    try:
+        return trio.run(supervisor.run)
+    except BaseException as exc:
+        return _stopped_by(exc, config.log.level == "debug")
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

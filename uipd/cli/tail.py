@@ -3,6 +3,10 @@
 A line says what an operator needs without ``--json``: which entities an UPDATE carries and
 removes (the first few ids, then "+N"), an ALERT's severity, entity and message.  Lines never
 wrap or split: control characters become spaces and every line is cut to the width.
+
+A dropped link is resumed where it was (``uipd.client``: positions, and ``topics`` + ``since`` on
+the reconnect, PROTOCOL.md section 8): the messages missed meanwhile are printed as if nothing
+happened, and a line on stderr says when alerts may have been missed (a restarted daemon).
 """
 
 from __future__ import annotations
@@ -11,16 +15,16 @@ import argparse
 import json
 import os
 import shutil
+import ssl
 import sys
 from typing import IO, Any
 
 import trio
-from trio_websocket import ConnectionClosed, ConnectionRejected, ConnectionTimeout, HandshakeError, open_websocket_url
 
 from uipd.cli.common import CONFIG_HELP, DEFAULT_WS, CommandError, endpoints, reporting
+from uipd.client import Backoff, Event, Refused, Unreachable, open_client, reconnect_backoff
+from uipd.client.link import HandshakeFailed, HandshakeTimeout, Rejected
 
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-"""A city SNAPSHOT is over a megabyte (trio-websocket's default limit is 1 MiB)."""
 CONNECT_TIMEOUT = 10.0
 WIDTH = 160
 """The line width when stdout is not a terminal (a terminal's own width is used otherwise)."""
@@ -44,6 +48,8 @@ def add_tail(sub: Any) -> None:
     t.add_argument("--token", default=os.environ.get("UIPD_TOKEN", ""), help="access token for the handshake (default: $UIPD_TOKEN)")
     t.add_argument("-c", "--config", help=CONFIG_HELP)
     t.add_argument("--count", "-n", type=int, default=0, help="exit after this many UPDATE/ALERT messages (0: run until interrupted)")
+    t.add_argument("--no-compress", dest="compress", action="store_false",
+                   help="do not offer permessage-deflate (by default frames arrive compressed when the daemon agrees)")
     t.add_argument("--width", "-w", type=_width, help=f"cut lines to this many characters (default: the terminal's width, else {WIDTH})")
     t.set_defaults(handler=reporting("tail", cmd_tail))
 
@@ -141,6 +147,9 @@ def summary(message: dict[str, Any], room: int = WIDTH) -> str:
         sections = data if isinstance(data, dict) else {}
         text = ", ".join(f"{t}: {len(v) if isinstance(v, list) else '?'}" for t, v in sections.items()) or "no topics"
         text += " (resync)" if message.get("resync") else ""
+        for key, label in (("recovered", "recovered"), ("alertsLost", "alerts may be lost")):  # a recovery answer
+            if isinstance(message.get(key), list) and message[key]:
+                text += f"; {label}: " + ", ".join(map(str, message[key]))
     elif kind == "connection":
         text = f"{message.get('message', '')!r}, client {message.get('clientId', '?')}, topics: {', '.join(message.get('topics', []))}"
     elif kind == "SUBSCRIBED":
@@ -167,31 +176,41 @@ def format_line(message: Any, width: int = WIDTH) -> str:
     return _clip(head + summary(message, width - len(head)), width)
 
 
-async def tail(url: str, topics: list[str], *, raw: bool, token: str = "", count: int = 0, width: int = WIDTH, out: IO[str] = sys.stdout) -> int:
-    headers = [("Authorization", f"Bearer {token}")] if token else None
+def notice(event: Event) -> str | None:
+    """The stderr line of an event about the link rather than the stream, or None."""
+    topics = ", ".join(event.message.get("topics", []))
+    if event.kind == "disconnected":
+        code, reason, delay = event.message["code"], event.message["reason"], event.message["delay"]
+        why = f"{code} {reason}".strip()
+        return f"uipd tail: link lost ({why})" + (f"; reconnecting in {delay:.1f} s" if delay is not None else "")
+    if event.kind == "recovered":
+        return f"uipd tail: resumed where it was for: {topics}"
+    if event.kind == "alerts_lost":
+        return f"uipd tail: alerts may have been missed for: {topics} (the server could not replay them)"
+    return None
+
+
+async def tail(
+    url: str, topics: list[str], *, raw: bool, token: str = "", count: int = 0, width: int = WIDTH, out: IO[str] = sys.stdout,
+    backoff: Backoff | None = None, compress: bool = True,
+) -> int:
     seen = 0
-    try:
-        async with open_websocket_url(url, extra_headers=headers, max_message_size=MAX_MESSAGE_BYTES, connect_timeout=CONNECT_TIMEOUT) as ws:
-            if topics:
-                await ws.send_message(json.dumps({"action": "subscribe", "topics": topics}))
-            while True:
-                text = await ws.get_message()
-                try:
-                    message = json.loads(text)
-                except (TypeError, ValueError):
-                    message = text
-                print(text if raw else format_line(message, width), file=out, flush=True)
-                if count and isinstance(message, dict) and message.get("type") in ("UPDATE", "ALERT"):
-                    seen += 1
-                    if seen >= count:
-                        return 0
-    except ConnectionClosed as exc:
-        reason = exc.reason
-        code = getattr(reason, "code", None)
-        if code in (1000, 1001):
-            print(f"uipd tail: the server closed the connection ({code} {getattr(reason, 'reason', '') or ''})".rstrip(), file=sys.stderr)
-            return 0
-        raise CommandError(f"connection closed: {code} {getattr(reason, 'reason', '') or ''}".rstrip()) from None
+    # retry_first=False: a daemon that cannot be reached at the start is an error, not a wait.
+    async with open_client(url, topics=topics or None, token=token or None, retry_first=False, connect_timeout=CONNECT_TIMEOUT,
+                           backoff=backoff or reconnect_backoff(0.5, 5.0), compress=compress) as client:
+        async for event in client.events():
+            line = notice(event)
+            if line is not None:
+                print(line, file=sys.stderr, flush=True)
+                continue
+            message = event.message
+            text = json.dumps(message, ensure_ascii=False, separators=(",", ":")) if raw else format_line(message, width)
+            print(text, file=out, flush=True)
+            if count and message.get("type") in ("UPDATE", "ALERT"):
+                seen += 1
+                if seen >= count:
+                    return 0
+    return 0
 
 
 def _os_reason(exc: OSError) -> str:
@@ -203,18 +222,23 @@ def _os_reason(exc: OSError) -> str:
 
 
 def _explain(exc: BaseException, url: str) -> str | None:
-    if isinstance(exc, ConnectionRejected):
-        hint = " (a token is needed: --token or $UIPD_TOKEN)" if exc.status_code == 401 else ""
-        return f"{url} refused the connection: HTTP {exc.status_code}{hint}"
-    if isinstance(exc, ConnectionTimeout):
+    if isinstance(exc, Unreachable) and exc.__cause__ is not None:
+        return _explain(exc.__cause__, url)
+    if isinstance(exc, Refused) and exc.http_status is None:
+        return f"{url} refused the connection: close {exc.code}"
+    if isinstance(exc, (Refused, Rejected)):
+        status = exc.http_status if isinstance(exc, Refused) else exc.status_code
+        hint = " (a token is needed: --token or $UIPD_TOKEN)" if status == 401 else ""
+        return f"{url} refused the connection: HTTP {status}{hint}"
+    if isinstance(exc, HandshakeTimeout):
         return f"{url}: no handshake within {CONNECT_TIMEOUT:.0f} s"
     if isinstance(exc, OSError):
         return f"cannot connect to {url}: {_os_reason(exc)}"
-    if isinstance(exc, HandshakeError):
-        cause = exc.__cause__
-        if isinstance(cause, OSError):  # trio-websocket wraps a failed connect
-            return f"cannot connect to {url}: {_os_reason(cause)}"
-        return f"{url}: the WebSocket handshake failed{f' ({cause})' if cause else ''}"
+    if isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, ssl.SSLError):
+        why = exc.__cause__
+        return f"cannot connect to {url}: TLS: {getattr(why, 'verify_message', None) or why.reason or why}"
+    if isinstance(exc, HandshakeFailed):
+        return f"{url}: the WebSocket handshake failed ({exc})"
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
             found = _explain(inner, url)
@@ -229,7 +253,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
         raise CommandError(f"{url}: not a ws:// or wss:// URL")
     width = args.width or max(shutil.get_terminal_size((WIDTH, 24)).columns, MIN_WIDTH)
     try:
-        return trio.run(lambda: tail(url, args.topics, raw=args.json, token=args.token, count=args.count, width=width))
+        return trio.run(lambda: tail(url, args.topics, raw=args.json, token=args.token, count=args.count, width=width,
+                                    compress=args.compress))
     except CommandError:
         raise
     except (Exception, BaseExceptionGroup) as exc:

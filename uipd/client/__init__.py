@@ -2,9 +2,13 @@
 
 See :mod:`uipd.client.client` for the model and docs/clients.md for examples."""
 
-from uipd.client.client import Event, Refused, UipdClient, open_client
+from uipd.client.client import Event, Refused, UipdClient, Unreachable, open_client
 from uipd.client.policy import reconnect_backoff, should_retry
+from uipd.client.positions import Position, Positions
 from uipd.client.state import TopicState
 from uipd.core.backoff import Backoff
 
-__all__ = ["Backoff", "Event", "Refused", "TopicState", "UipdClient", "open_client", "reconnect_backoff", "should_retry"]
+__all__ = [
+    "Backoff", "Event", "Position", "Positions", "Refused", "TopicState", "UipdClient", "Unreachable", "open_client",
+    "reconnect_backoff", "should_retry",
+]

@@ -18,5 +18,5 @@ def make_broker(config: BrokerConfig, hub: Hub, now: Callable[[], Instant], node
     return RedisBroker(
         hub, now, config.url, config.prefix, config.node_id or default_node_id(), config.max_pending, node_stats,
         command_timeout=config.command_timeout, ping_interval=config.ping_interval, publish_timeout=config.publish_timeout,
-        alert_record=config.alert_record,
+        alert_record=config.alert_record, history_batch=config.history_batch, history_queue=config.history_queue,
     )

@@ -19,6 +19,7 @@ from uipd.cluster.scripts import LEASE_LOST_ERROR, PUBLISH_SCRIPT, Keys, publish
 from uipd.core.errors import PublishError
 from uipd.core.hub import PublishResult
 from uipd.core.publish import Publication
+from uipd.core.topics import new_epoch
 
 log = logging.getLogger("uipd.cluster.redis")  # one logger for the broker's lines, as operators filter them
 
@@ -67,6 +68,8 @@ class Outbox:
     """Seconds :meth:`publish` (the HTTP API) waits for the outcome."""
     alert_record: int = 1000
     """ALERT seqs Redis keeps per topic (``[broker] alert_record``; see PUBLISH_SCRIPT)."""
+    history_size: Callable[[], int] = lambda: 0
+    """Messages kept in each topic's history stream (``[history] size``, read at each batch: a reload changes it)."""
     _send: trio.MemorySendChannel[Pending] = field(init=False)
     _receive: trio.MemoryReceiveChannel[Pending] = field(init=False)
     _ids: Any = field(factory=itertools.count, init=False)
@@ -140,7 +143,7 @@ class Outbox:
             batch = [item for item in batch if item.state == "queued"]  # not withdrawn by the API
             if not batch:
                 continue
-            keys, args = publish_call(self.keys, self.alert_record, batch)
+            keys, args = publish_call(self.keys, self.alert_record, self.history_size(), new_epoch(), batch)
             for item in batch:
                 item.state = "sent"
             try:

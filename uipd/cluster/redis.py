@@ -6,8 +6,15 @@ delivers a channel's messages in order, so every node sees every topic's message
 with one seq.  A node subscribes first, then loads the state and seqs (one script), then applies
 the channel's messages whose seq is newer than what it loaded: no gap, no duplicate.  When Redis
 is lost the node keeps its clients, reports not ready, retries with backoff and, once back,
-reloads the state and sends every client a ``"resync": true`` SNAPSHOT, since it may have missed
-messages.
+catches up: the messages it missed are read from each topic's history stream and fanned out to
+its clients as if they had come live (ALERTs included); a topic whose stream does not hold them
+all is reloaded, and every client gets a ``"resync": true`` SNAPSHOT.
+
+Each topic's epoch (PROTOCOL.md section 8) is Redis', stored beside its seq and carried by every
+channel message: a message of another epoch (Redis lost the topic's data, a failover rotated it)
+makes the node reload at once.  A seq behind this node's under the same epoch (a failover to a
+replica that lagged) starts a new epoch in the load script itself.  History for clients recovering
+past this node's own is read from Redis by :mod:`uipd.cluster.history`.
 
 Every wait on Redis is bounded (``command_timeout``; a PING every ``ping_interval`` finds a Redis
 that stopped answering): a timeout ends the session, exactly like a lost connection.  Publications
@@ -20,7 +27,8 @@ cut-off can tell which messages it missed were ALERTs.
 
 Here: the session with Redis (connect, load, resync, PING) and the leases; the Lua scripts and
 their encoding are :mod:`uipd.cluster.scripts`, the publish queue :mod:`uipd.cluster.outbox`, the
-lost-ALERT accounting :mod:`uipd.cluster.losses`, the cluster view :mod:`uipd.cluster.nodes`.
+lost-ALERT accounting :mod:`uipd.cluster.losses`, the cluster view :mod:`uipd.cluster.nodes`, the
+history reader :mod:`uipd.cluster.history`.
 
 Client: coredis 6 (anyio, so it runs on trio; pinned).
 """
@@ -39,16 +47,20 @@ import trio
 from attrs import define, field
 from coredis.retry import NoRetryPolicy
 
+from uipd.cluster.history import RedisHistory
 from uipd.cluster.losses import AlertLosses
 from uipd.cluster.nodes import NodeList
 from uipd.cluster.outbox import Outbox
-from uipd.cluster.scripts import LOAD_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT, SEED_SCRIPT, Keys, decode_message, load_call, loaded_topics, seed_call
+from uipd.cluster.scripts import (
+    LOAD_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT, SEED_SCRIPT, Keys, LoadedTopic, decode_body, decode_message, load_call, loaded_topics, seed_call,
+)
 from uipd.core import publish
 from uipd.core.backoff import Backoff
 from uipd.core.clock import Instant
 from uipd.core.errors import PublishError, UnknownTopic
 from uipd.core.hub import Hub, PublishResult
 from uipd.core.publish import Publication
+from uipd.core.topics import new_epoch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -98,6 +110,10 @@ class RedisBroker:
     """Seconds :meth:`publish` (the HTTP API) waits for the outcome."""
     alert_record: int = 1000
     """ALERT seqs Redis keeps per topic (``[broker] alert_record``; see :data:`~uipd.cluster.scripts.PUBLISH_SCRIPT`)."""
+    history_batch: int = 64
+    """Recoveries read from Redis in one call at most (``[broker] history_batch``)."""
+    history_queue: int = 10000
+    """Recoveries waiting for a read at most (``[broker] history_queue``)."""
     kind: str = "redis"
     ready: bool = field(default=False, init=False)
     client: Any = field(default=None, init=False)
@@ -109,14 +125,25 @@ class RedisBroker:
     _sessions: int = field(default=0, init=False)
     nodes: NodeList = field(init=False)
     """The cluster's nodes as this one last saw them."""
+    history: RedisHistory = field(init=False)
+    """Reads history from Redis for recovering clients (the hub's ``history_reader``)."""
+    _retired: set[tuple[str, str]] = field(factory=set, init=False)
+    """(topic, epoch) of the runs this node moved on from: their messages still in the channel are stale."""
+    caught_up: int = field(default=0, init=False)
+    """Messages this node missed while cut off and fanned out from the history streams once back."""
     _leases: dict[str, str] = field(factory=dict, init=False)
     """Lease name (a leader source's name) -> the token this node holds it with: a fresh one per
     acquisition, so a publication from an earlier tenure is fenced off even if the lease came back."""
 
     def __attrs_post_init__(self) -> None:
         self.keys = Keys(self.prefix)
-        self.outbox = Outbox(self.keys, self.node_id, self.losses, self.max_pending, self.publish_timeout, self.alert_record)
+        hub = self.hub
+        self.outbox = Outbox(
+            self.keys, self.node_id, self.losses, self.max_pending, self.publish_timeout, self.alert_record, lambda: hub.settings.history_size
+        )
         self.nodes = NodeList(self.keys.key("nodes"), self.node_id, self.node_stats)
+        self.history = RedisHistory(hub, self.keys, self.now, self.history_batch, self.history_queue)
+        hub.history_reader = self.history
 
     @property
     def lost_alerts(self) -> Counter[tuple[str, str]]:
@@ -151,41 +178,96 @@ class RedisBroker:
 
     # -- receiving ------------------------------------------------------------------------------------
 
-    def _apply(self, data: bytes, loaded: dict[str, int], count_join: bool) -> None:
-        seq, msg, data_json = decode_message(data)
+    def _apply(self, data: bytes, loaded: dict[str, int], count_join: bool) -> bool:
+        """Fan a channel message out here.  False: it is of an epoch this node does not have (the
+        caller reloads, then applies it again)."""
+        seq, epoch, msg, data_json = decode_message(data)
         topic = msg["t"]
         if topic is not None:
-            if topic not in self.hub.topics:
-                return  # a topic this node does not offer
+            state = self.hub.topics.get(topic)
+            if state is None:
+                return True  # a topic this node does not offer
+            if epoch != state.epoch:
+                # A run this node left behind (a message sent before the reload that saw the new
+                # epoch): stale.  Any other: Redis' epoch changed under this node.
+                return (topic, epoch) in self._retired
             if seq is not None and seq <= loaded.get(topic, 0):
-                # Already in the state this node loaded, except an ALERT, which is no state
-                # (history to recover it from is for later): counted and logged, not silent.
-                # Back from a cut-off, the ALERT record counted it already (``count_missed``).
+                # Already in the state this node loaded, or caught up with; an ALERT is no state:
+                # on a first load with clients connected, counted and logged, not silent (a client
+                # that comes later recovers it from the history stream).  Back from a cut-off, the
+                # ALERT record counted it already (``count_missed``), or the catch-up delivered it.
                 if msg["k"] == "ALERT" and count_join:
                     self.losses.count(topic, seq, "join")
-                return
-        pub = publish.decoded(msg["k"], topic, data_json, tuple(msg["r"]), msg["b"])
-        now = self.now()
-        self.outbox.came_back(msg["id"], self.hub.publish(pub, Instant(now.mono, msg["ts"]), seq=seq))
+                return True
+        self.outbox.came_back(msg["id"], self._fan_out(msg, data_json, seq))
+        return True
+
+    def _fan_out(self, msg: dict[str, Any], data_json: bytes, seq: int | None) -> PublishResult:
+        pub = publish.decoded(msg["k"], msg["t"], data_json, tuple(msg["r"]), msg["b"])
+        return self.hub.publish(pub, Instant(self.now().mono, msg["ts"]), seq=seq)
 
     async def _seed_state(self, client: Any) -> bool:
         """Write this node's state into an empty Redis (nothing happens if Redis has a state)."""
         keys, args = seed_call(self.keys, self.hub.topics)
         return bool(await self._call(client.eval(SEED_SCRIPT, keys=keys, args=args), "the state write-back"))
 
-    async def _load_state(self, client: Any, before: dict[str, int] | None) -> tuple[dict[str, int], dict[str, tuple[int, list[int]]]]:
-        """Load every topic's state and seq into the hub.  Returns the seqs, and (``before``: the
-        seqs this node had, when it comes back) per topic the ALERT record's floor and the seqs of
-        the ALERTs published since ``before`` that it still holds."""
-        names = self.hub.topics.names
-        keys, args = load_call(self.keys, names, before)
+    async def _load_state(self, client: Any, back: bool) -> list[LoadedTopic]:
+        """Every topic's seq, epoch and state or, coming back (``back``: this node gives its own
+        seqs and epochs), the messages it missed when the history stream holds them all."""
+        keys, args = load_call(self.keys, self.hub.topics, back, new_epoch(), self.hub.settings.max_replay)
         reply = await self._call(client.eval(LOAD_SCRIPT, keys=keys, args=args), "the state load")
+        return list(loaded_topics(self.hub.topics.names, reply))
+
+    async def _sync(self, client: Any, back: bool) -> dict[str, int]:
+        """Load the cluster's state (``back``: this node had it, and may have missed messages):
+        each topic caught up from its history stream, or reloaded; clients resynced when a topic
+        was reloaded under them.  Returns the seqs loaded (the channel's messages up to them are
+        in what was applied)."""
+        hub = self.hub
+        had_clients = bool(hub.sessions)
+        before = {name: (state.seq, state.epoch) for name, state in hub.topics.topics.items()}
+        topics = await self._load_state(client, back)
         loaded: dict[str, int] = {}
+        reloaded: dict[str, int] = {}
         records: dict[str, tuple[int, list[int]]] = {}
-        for topic, entities, seq, floor, alerts in loaded_topics(names, reply):
-            self.hub.load_topic(topic, entities, seq)
-            loaded[topic], records[topic] = seq, (floor, alerts)
-        return loaded, records
+        caught_up = 0
+        for t in topics:
+            loaded[t.name] = t.seq
+            seq, epoch = before[t.name]
+            if t.covered:
+                for entry in t.entries:  # in seq order: the very messages, as live (the same frames)
+                    msg, data_json = decode_body(entry.body)
+                    self._fan_out(msg, data_json, entry.seq)
+                caught_up += len(t.entries)
+                continue
+            if t.epoch != epoch:
+                self._retired.add((t.name, epoch))
+            hub.load_topic(t.name, t.entities, t.seq, epoch=t.epoch)
+            if not back:
+                continue
+            floor = t.floor
+            if t.epoch != epoch:
+                if t.seq < seq:
+                    log.warning(
+                        "cluster broker: topic %s: Redis has seq %d, behind this node's %d under its epoch (a failover to a replica "
+                        "that lagged?): a new epoch, %s; clients recovering from before get a snapshot and alertsLost", t.name, t.seq, seq, t.epoch,
+                    )
+                else:
+                    log.warning("cluster broker: topic %s: a new epoch in Redis (%s; it lost the topic's data?), seq %d", t.name, t.epoch, t.seq)
+                # The new run is new to this node from its start; the ALERTs its record holds are
+                # counted, but no seq of it is "of unknown kind": the old run's are unknowable
+                # (the warning above says so), and a seeded run's first seqs are this node's own.
+                seq = floor = 0
+            reloaded[t.name], records[t.name] = seq, (floor, t.alerts)
+        self.caught_up += caught_up
+        resynced = hub.resync_all() if (reloaded or not back) and had_clients else 0
+        if back:
+            log.info(
+                "cluster broker: back; %d missed message(s) fanned out from the history; %s; %d client(s) resynced",
+                caught_up, f"reloaded: {', '.join(reloaded)}" if reloaded else "no topic reloaded", resynced,
+            )
+            self.losses.count_missed(reloaded, {n: loaded[n] for n in reloaded}, records)
+        return loaded
 
     # -- lifetime ---------------------------------------------------------------------------------------
 
@@ -229,14 +311,9 @@ class RedisBroker:
         ):
             back = self._sessions > 0
             if back and await self._seed_state(client):
-                log.warning("cluster broker: Redis had lost the cluster's state; this node wrote its own back")
-            before = {topic: state.seq for topic, state in self.hub.topics.topics.items()}
-            loaded, records = await self._load_state(client, before if back else None)
-            if back:
-                # messages may have been missed while Redis was away: every client starts over
-                resynced = self.hub.resync_all()
-                log.info("cluster broker: back; %d client(s) resynced", resynced)
-                self.losses.count_missed(before, loaded, records)
+                log.warning("cluster broker: Redis had lost the cluster's state; this node wrote its own back (under new epochs)")
+            count_join = not back and bool(self.hub.sessions)
+            loaded = await self._sync(client, back)
             self._sessions += 1
             self.client = client
             self.ready = True
@@ -246,9 +323,13 @@ class RedisBroker:
                     nursery.start_soon(self.outbox.run, client, self._call)
                     nursery.start_soon(self.nodes.run, client, self._call)
                     nursery.start_soon(self._ping_loop, client)
+                    nursery.start_soon(self.history.run, client, self._call)
                     async for message in pubsub:
-                        if message["type"] == "message":
-                            self._apply(message["data"], loaded, count_join=not back)
+                        if message["type"] == "message" and not self._apply(message["data"], loaded, count_join):
+                            # Another epoch: reloaded here (the channel's messages wait meanwhile)
+                            # like a node coming back, then the message is applied or skipped.
+                            loaded = await self._sync(client, back=True)
+                            self._apply(message["data"], loaded, count_join=False)
             finally:  # not ready from the moment the session fails, not once its connections are closed
                 self.ready, self.client = False, None
 
@@ -268,7 +349,11 @@ class RedisBroker:
     # -- the cluster view ---------------------------------------------------------------------------------
 
     def cluster_stats(self) -> dict[str, Any]:
-        return {"broker": "redis", "node": self.node_id, "connected": self.ready, "nodes": self.nodes.view()}
+        history = self.history
+        return {
+            "broker": "redis", "node": self.node_id, "connected": self.ready, "nodes": self.nodes.view(),
+            "history": {"reads": history.reads, "queued": history.queued, "unread": history.unread, "caughtUp": self.caught_up},
+        }
 
     # -- leases (used to run a source on one node of the cluster) ----------------------------------------
 

@@ -10,9 +10,14 @@ from typing import Any
 
 from uipd.config.convert import StrictValueError, structure_bool, structure_float, structure_str, structure_strict, type_name
 from uipd.config.errors import ConfigError
-from uipd.config.model import ApiConfig, AuthConfig, BrokerConfig, Config, HeartbeatConfig, LogConfig, ServerConfig, SourceConfig
+from uipd.config.model import (
+    ApiConfig, AuthConfig, BrokerConfig, Config, HeartbeatConfig, HistoryConfig, LogConfig, ServerConfig, SourceConfig,
+)
 
-_SECTIONS = {"server": ServerConfig, "auth": AuthConfig, "heartbeat": HeartbeatConfig, "api": ApiConfig, "log": LogConfig, "broker": BrokerConfig}
+_SECTIONS = {
+    "server": ServerConfig, "auth": AuthConfig, "heartbeat": HeartbeatConfig, "history": HistoryConfig, "api": ApiConfig,
+    "log": LogConfig, "broker": BrokerConfig,
+}
 _SOURCE_KEYS = {"plugin", "enabled", "restart_max_backoff", "run_on"}
 
 
@@ -88,6 +93,11 @@ def from_dict(raw: dict[str, Any], *, file: str = "<config>") -> Config:
     if hb.timeout <= hb.interval:
         raise ConfigError(f"{file}: heartbeat.timeout ({hb.timeout}) must be longer than heartbeat.interval ({hb.interval})")
     br = config.broker
+    if server.workers > 1 and br.kind != "redis":
+        raise ConfigError(
+            f"{file}: server.workers: {server.workers} workers need the Redis broker ([broker] kind = \"redis\"): "
+            "each worker is a node of the cluster, which shares topic state, seq and history through Redis"
+        )
     if br.command_timeout > br.lease_ttl / 3:
         raise ConfigError(f"{file}: broker.command_timeout ({br.command_timeout}) must be at most a third of broker.lease_ttl ({br.lease_ttl}), the renewal period of a lease")
     if br.publish_timeout <= br.command_timeout:

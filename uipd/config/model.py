@@ -108,6 +108,29 @@ class ServerConfig:
     accept_backoff_max: float = field(default=1.0, validator=positive)
     """The longest wait between accept() tries in such an episode: how late, at most, connections
     waiting in the backlog are taken once descriptors free up."""
+    listen_backlog: int = field(default=4096, validator=positive)
+    """Connections the kernel holds for the WebSocket listener before they are accepted (capped by
+    ``net.core.somaxconn``); past it new ones are refused by the kernel.  Restart-only."""
+    max_handshakes: int = field(default=2000, validator=non_negative)
+    """Opening handshakes in progress at most; a connection accepted past it is answered HTTP 503
+    with Retry-After at once, not left to time out behind the others.  0: no limit."""
+    retry_after: int = field(default=5, validator=attrs.validators.and_(attrs.validators.ge(1), attrs.validators.le(3600)))
+    """Seconds in the ``Retry-After`` header of every 503 answer to a handshake (overload,
+    ``max_clients``, draining)."""
+    compression: bool = True
+    """Negotiate permessage-deflate with clients that offer it (PROTOCOL.md section 9): each
+    message is compressed once for every such client.  ``?compress=0`` declines it for one client."""
+    compression_threshold: int = field(default=256, validator=non_negative)
+    """Messages whose payload is smaller (bytes) go uncompressed to every client."""
+    compression_level: int = field(default=1, validator=attrs.validators.and_(attrs.validators.ge(1), attrs.validators.le(9)))
+    """zlib level, 1 (fastest) to 9.  Level 1 deflates the 1.35 MB city snapshot to 11.4 % in 8 ms;
+    level 6 to 9.4 % in 22 ms (docs/performance.md): every state change invalidates the cached
+    snapshot, so it is compressed again for the next client, and speed wins."""
+    workers: int = field(default=1, validator=positive)
+    """Processes serving the WebSocket and API ports (uipd.runtime.workers).  1: one process, no
+    supervisor.  More: a supervisor starts that many, each a node of the Redis broker (required:
+    the workers share topic state, seq and history through it) with ``-w0``, ``-w1``... after its
+    node id; the kernel spreads connections over them (SO_REUSEPORT).  Restart-only."""
 
 
 @frozen
@@ -134,6 +157,20 @@ class HeartbeatConfig:
 
     interval: float = field(default=10.0, validator=positive)
     timeout: float = field(default=30.0, validator=positive)
+
+
+@frozen
+class HistoryConfig:
+    """``[history]``: each topic's last messages, for recovery on reconnect (PROTOCOL.md section 8).
+    A reload applies to new messages (and trims what is kept to the new bounds)."""
+
+    size: int = field(default=1000, validator=attrs.validators.ge(0))
+    """Messages kept per topic; 0 turns history off (a recovering client gets a snapshot section
+    and ``alertsLost``, unless it is at the topic's head)."""
+    ttl: float = field(default=300.0, validator=positive)
+    """Seconds a message is kept at most."""
+    max_replay: int = field(default=500, validator=attrs.validators.ge(0))
+    """Messages one topic's recovery replays at most; more: a snapshot section and ``missedAlerts``."""
 
 
 @frozen
@@ -218,6 +255,12 @@ class BrokerConfig:
     alert_record: int = field(default=1000, validator=positive)
     """ALERT seqs Redis keeps per topic (the newest; the publish script trims the rest) so that a
     node cut off from Redis can tell, when it comes back, which messages it missed were ALERTs."""
+    history_batch: int = field(default=64, validator=positive)
+    """Recovering clients whose history is read from Redis in one call at most (their ranges are
+    merged per topic, so a reconnect storm reads each message once)."""
+    history_queue: int = field(default=10000, validator=positive)
+    """Recovering clients waiting for a history read at most; past it a client is answered at once
+    as if history did not reach back (a snapshot section and ``alertsLost``)."""
 
 
 @frozen
@@ -225,6 +268,7 @@ class Config:
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
     heartbeat: HeartbeatConfig = HeartbeatConfig()
+    history: HistoryConfig = HistoryConfig()
     api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
     broker: BrokerConfig = BrokerConfig()

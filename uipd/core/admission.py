@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from attrs import frozen
 
@@ -19,7 +19,15 @@ class Refusal:
     reason: str
     """A short key (``bad_request``, ``unsupported_version``, ``request_too_large``,
     ``duplicate_header``, ``not_found``, ``shutting_down``, ``forbidden_origin``,
-    ``unauthorized``, ``too_many_clients``, ``too_many_per_ip``), used for logs and metrics."""
+    ``unauthorized``, ``too_many_clients``, ``too_many_per_ip``, ``bad_query``, ``forbidden_topic``,
+    ``overloaded``), used for logs and metrics."""
+    retry_after: int | None = None
+    """Seconds for a ``Retry-After`` header (the 503s: see ``retry_later``)."""
+
+    def retry_later(self, seconds: int) -> Refusal:
+        """This refusal with ``Retry-After: seconds`` when it is a 503 (the server is busy or
+        going away, the client is not wrong); any other as it is."""
+        return Refusal(self.status, self.reason, seconds) if self.status == 503 else self
 
     @property
     def body(self) -> bytes:
@@ -37,29 +45,16 @@ FORBIDDEN_ORIGIN = Refusal(403, "forbidden_origin")
 UNAUTHORIZED = Refusal(401, "unauthorized")
 TOO_MANY_CLIENTS = Refusal(503, "too_many_clients")
 TOO_MANY_PER_IP = Refusal(429, "too_many_per_ip")
-
-
-UNIQUE_HEADERS = frozenset({"sec-websocket-key", "sec-websocket-version", "origin", "upgrade", "authorization"})
-"""Request headers that must appear once (RFC 6455 11.3.1, 11.3.5; RFC 6454 7.3 for Origin).
-Parsers read a repeated one differently: wsproto joins two keys into one value (the 101 then
-carries an accept that matches neither), a dict keeps the last Origin (so ``evil`` then ``good``
-would pass the allow-list).  Upgrade is a list header in HTTP, but RFC 6455 asks for one
-``websocket`` value and wsproto reads only the last.  Host is checked by h11 (400 too)."""
-
-
-def request_headers(pairs: Iterable[tuple[bytes, bytes]]) -> dict[str, str] | Refusal:
-    """The request's headers by lower-case name, or the refusal of a repeated unique one."""
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in pairs:
-        name = raw_name.decode("latin-1").lower()
-        if name in headers and name in UNIQUE_HEADERS:
-            return DUPLICATE_HEADER
-        headers[name] = raw_value.decode("latin-1")
-    return headers
+OVERLOADED = Refusal(503, "overloaded")
+"""More handshakes in progress than ``[server] max_handshakes``: answered at once."""
+BAD_QUERY = Refusal(400, "bad_query")
+"""``?topics=`` or ``?since=`` malformed or naming an unknown topic (uipd.core.recovery)."""
+FORBIDDEN_TOPIC = Refusal(403, "forbidden_topic")
+"""``?topics=`` outside the client's JWT ``topics`` claim."""
 
 
 def valid_key(key: str | None) -> bool:
-    """RFC 6455 4.2.1: Sec-WebSocket-Key is base64 of 16 bytes (wsproto does not check it)."""
+    """RFC 6455 4.2.1: Sec-WebSocket-Key is base64 of 16 bytes."""
     if key is None:
         return False
     try:

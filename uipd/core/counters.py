@@ -51,6 +51,10 @@ class HubCounters:
     closes: Counter[int] = field(factory=Counter)
     """Connections closed, by close code (1006: dropped without a close frame)."""
     handshake_timeouts: int = 0
+    recoveries: Counter[str] = field(factory=Counter)
+    """Topics asked to recover (PROTOCOL.md section 8), by outcome (see uipd.core.recovery.OUTCOMES)."""
+    replayed_messages: int = 0
+    """Messages queued again from history for recovering clients."""
 
     def count_publish(self, topic: str | None, kind: str, broadcast: bool, frame_bytes: int, recipients: int, slow_before: tuple[int, int]) -> None:
         """Once per publish: per-topic counts, and the slow-consumer events its fan-out caused."""

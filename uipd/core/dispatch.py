@@ -15,6 +15,7 @@ from uipd.core.errors import ClientError
 from uipd.core.messages import Ping, SnapshotRequest, Subscribe, Unsubscribe, parse_client_message
 from uipd.core.outbound import Delivery, Offer
 from uipd.core.ratelimit import RateVerdict, TokenBucket
+from uipd.core.recovery import Recoveries, parse_since
 from uipd.core.routing import Router
 from uipd.core.sessions import Session, SubscriptionIndex
 from uipd.core.settings import HubSettings
@@ -24,6 +25,10 @@ from uipd.core.topics import TopicTable
 _RATE_LIMITED = closecodes.RATE_LIMITED
 
 
+def _snapshot_refused() -> ClientError:
+    return ClientError("rate_limited", "snapshot requests past this client's budget (bytes per second, one still on its way); ask less often")
+
+
 @define
 class Dispatcher:
     topics: TopicTable
@@ -31,6 +36,7 @@ class Dispatcher:
     router: Router
     counters: HubCounters
     settings: HubSettings
+    recoveries: Recoveries | None = None
 
     def receive(self, session: Session, text: str, now: Instant) -> None:
         """Handle one whole client text message."""
@@ -87,22 +93,26 @@ class Dispatcher:
         fit the client's byte bound (one is still on its way: see :mod:`uipd.core.outbound`),
         the request gets ERROR ``rate_limited`` and no frame is built.  The connect and resync
         SNAPSHOTs are the server's, never refused, and not charged."""
+        self._charge(session, self.topics.snapshot_cost(names), now)
+        # Checked above but for the frame's envelope (a few dozen bytes): refused, not a slow consumer.
+        frame = self.topics.snapshot_frame(names, now.mono, now.iso, requested=True)
+        if session.outbound.offer(frame, Delivery.SNAPSHOT) is Offer.OVERFLOW:
+            raise _snapshot_refused()
+
+    def _charge(self, session: Session, cost: int, now: Instant) -> None:
+        """Take ``cost`` bytes from the client's snapshot budget, or raise ERROR ``rate_limited``."""
         s = self.settings
         budget = session.snapshot_budget
         if budget is None:
             budget = session.snapshot_budget = TokenBucket.start(s.snapshot_budget_bytes, s.snapshot_burst_bytes, None, now.mono)
-        cost = self.topics.snapshot_cost(names)
-        queue = session.outbound
-        refused = ClientError("rate_limited", "snapshot requests past this client's budget (bytes per second, one still on its way); ask less often")
-        if not queue.snapshot_fits(cost) or budget.take(now.mono, cost) is not RateVerdict.OK:
-            raise refused
-        # Checked above but for the frame's envelope (a few dozen bytes): refused, not a slow consumer.
-        if queue.offer(self.topics.snapshot_frame(names, now.mono, now.iso, requested=True), Delivery.SNAPSHOT) is Offer.OVERFLOW:
-            raise refused
+        if not session.outbound.snapshot_fits(cost) or budget.take(now.mono, cost) is not RateVerdict.OK:
+            raise _snapshot_refused()
 
     def _subscribe(self, session: Session, request: Subscribe, now: Instant) -> None:
         self._check_known(request.topics)
         self._check_allowed(session, request.topics)
+        # Checked before anything changes: a malformed since is an ERROR and nothing else.
+        since = parse_since(request.since, self.topics) if request.has_since else None
         before = set(session.subscriptions.effective(self.topics.names))
         held = session.subscriptions.names if session.subscriptions.explicit else set()
         if len(held | set(request.topics)) > self.settings.max_subscriptions:
@@ -114,8 +124,16 @@ class Dispatcher:
         session.subscriptions.subscribe(request.topics)
         self.index.add(session)
         self.router.reply(session, wire.subscribed_frame(session.subscriptions.names, now.iso))
-        if request.snapshot:
-            added = [t for t in session.subscriptions.effective(self.topics.names) if t not in before]
+        receiving = session.subscriptions.effective(self.topics.names)
+        added = [t for t in receiving if t not in before] if request.snapshot else []
+        if since and self.recoveries is not None:
+            # The recovery answer for the topics of since now held (others are ignored), with
+            # sections for the topics added without a position, charged like a requested SNAPSHOT.
+            wanted = set(receiving)
+            mine = {t: pos for t, pos in since.items() if t in wanted}
+            sections = [t for t in added if t not in mine]
+            self.recoveries.respond(session, mine, sections, now, lambda cost: self._charge(session, cost, now))
+        elif request.snapshot:
             self._requested_snapshot(session, added, now)
 
     def _check_allowed(self, session: Session, names: Iterable[str]) -> None:

@@ -25,10 +25,12 @@ from uipd.core.assembly import CLOSES, MessageAssembler, Piece, over_limit
 from uipd.core.clock import Instant
 from uipd.core.counters import HubCounters
 from uipd.core.dispatch import Dispatcher
-from uipd.core.liveness import HeartbeatPlan
+from uipd.core.history import HistoryEntry
+from uipd.core.liveness import HeartbeatPlan, HeartbeatSchedule
 from uipd.core.outbound import Delivery, OutboundQueue
 from uipd.core.publish import Publication
 from uipd.core.ratelimit import RateVerdict, TokenBucket
+from uipd.core.recovery import HistoryReader, PendingRecovery, Position, Recoveries
 from uipd.core.routing import PublishResult, Router
 from uipd.core.sessions import Session, SubscriptionIndex
 from uipd.core.settings import HubSettings
@@ -48,14 +50,33 @@ class Hub:
     rng: random.Random = field(factory=random.Random)
     sessions: dict[str, Session] = field(factory=dict)
     counters: HubCounters = field(factory=HubCounters)
+    heartbeats: HeartbeatSchedule = field(factory=HeartbeatSchedule)
+    """Every session's next heartbeat deadline (see :meth:`heartbeat`)."""
     index: SubscriptionIndex = field(init=False)
     router: Router = field(init=False)
     dispatch: Dispatcher = field(init=False)
+    recoveries: Recoveries = field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.index = SubscriptionIndex.of(self.topics.names)
         self.router = Router(self.topics, self.sessions, self.index, self.counters, self._settings.slow_consumer)
-        self.dispatch = Dispatcher(self.topics, self.index, self.router, self.counters, self._settings)
+        self.recoveries = Recoveries(self.topics, self.counters, lambda: self._settings.max_replay)
+        self.dispatch = Dispatcher(self.topics, self.index, self.router, self.counters, self._settings, self.recoveries)
+        self._configure_history(self.topics.names)
+
+    @property
+    def history_reader(self) -> HistoryReader | None:
+        """Where history this node lacks is read (the Redis broker); None: local history only."""
+        return self.recoveries.reader
+
+    @history_reader.setter
+    def history_reader(self, reader: HistoryReader | None) -> None:
+        self.recoveries.reader = reader
+
+    def _configure_history(self, names: Iterable[str]) -> None:
+        s = self._settings
+        for name in names:
+            self.topics.topics[name].history.configure(s.history_size, s.history_ttl)
 
     @property
     def settings(self) -> HubSettings:
@@ -77,19 +98,27 @@ class Hub:
         *,
         allowed_topics: frozenset[str] | None = None,
         expires_in: float | None = None,
+        topics: Iterable[str] | None = None,
+        since: dict[str, Position] | None = None,
     ) -> Session:
         """Register a client; its queue then holds the ``connection`` message and its SNAPSHOT.
 
         ``allowed_topics`` restricts what it may subscribe to (its default set is cut down to
-        them); ``expires_in`` is the seconds left on its credentials."""
+        them); ``expires_in`` is the seconds left on its credentials.  ``topics`` (the
+        handshake's, checked by :func:`~uipd.core.recovery.parse_handshake_query`) is its first
+        subscribe; with ``since`` the SNAPSHOT is the recovery answer (PROTOCOL.md section 8)."""
         s = self._settings
-        default = set(s.default_topics)
-        if allowed_topics is not None:
-            offered = [t for t in self.topics.names if t in allowed_topics]
-            default = set(offered) if ALL in default else default & allowed_topics
+        if topics is not None:
+            subscriptions = SubscriptionSet(set(topics), explicit=True)
+        else:
+            default = set(s.default_topics)
+            if allowed_topics is not None:
+                offered = [t for t in self.topics.names if t in allowed_topics]
+                default = set(offered) if ALL in default else default & allowed_topics
+            subscriptions = SubscriptionSet(default)
         session = Session(
             id=client_id,
-            subscriptions=SubscriptionSet(default),
+            subscriptions=subscriptions,
             outbound=OutboundQueue(s.max_queue_bytes, wake),
             rate=TokenBucket.start(s.rate_limit, s.rate_burst, s.rate_limit_strikes, now.mono),
             last_alive=now.mono,
@@ -103,17 +132,34 @@ class Hub:
         names = session.subscriptions.effective(self.topics.names)
         offered = [t for t in self.topics.names if session.may_receive(t)]
         hello = wire.connection_frame(s.welcome, now.iso, round(s.heartbeat_interval * 1000), client_id, offered)
-        snapshot = self.topics.snapshot_frame(names, now.mono, now.iso)
+        snapshot = None if since is not None else self.topics.snapshot_frame(names, now.mono, now.iso)
         try:
             self.index.add(session)
         except Exception:
             self.index.remove(session)
             raise
         self.sessions[client_id] = session
+        self.heartbeats.add(session, s.heartbeat_timeout)
         self.counters.connections += 1
         self.router.reply(session, hello)
-        self.router.reply(session, snapshot, Delivery.SNAPSHOT)
+        if snapshot is not None:
+            self.router.reply(session, snapshot, Delivery.SNAPSHOT)
+        else:
+            assert since is not None
+            wanted = set(names)
+            mine = {t: pos for t, pos in since.items() if t in wanted}
+            self.recoveries.respond(session, mine, [t for t in names if t not in mine], now)
         return session
+
+    def complete_recovery(
+        self, pending: PendingRecovery, fetched: dict[str, list[HistoryEntry] | None], now: Instant
+    ) -> None:
+        """The history a :class:`PendingRecovery` waited for (None for a topic: it could not be
+        read): its answer goes where the client's queue was held.  A client gone meanwhile: nothing."""
+        session = pending.session
+        if self.sessions.get(session.id) is not session:
+            return
+        self.recoveries.complete(pending, fetched, now)
 
     def reply(self, session: Session, frame: bytes, kind: Delivery = Delivery.RELIABLE) -> None:
         """Queue a reply to the client; one that does not fit is a slow consumer's."""
@@ -121,6 +167,7 @@ class Hub:
 
     def disconnect(self, session: Session) -> None:
         self.index.remove(session)
+        self.heartbeats.remove(session)
         if self.sessions.pop(session.id, None) is not None:
             self.counters.dropped_updates += session.outbound.dropped_updates
 
@@ -214,13 +261,18 @@ class Hub:
         :meth:`Router.publish`); ``seq`` is the cluster's when it assigned one."""
         return self.router.publish(pub, now, seq)
 
-    def load_topic(self, name: str, entities: Iterable[tuple[str, Any]], seq: int) -> None:
-        """Replace a topic's state and seq (a node loading the cluster's state); clients are not told
-        here: see ``resync_all``."""
+    def load_topic(self, name: str, entities: Iterable[tuple[str, Any]], seq: int, *, epoch: str | None = None) -> None:
+        """Replace a topic's state, seq and (given) epoch (a node loading the cluster's state);
+        clients are not told here: see ``resync_all``.  Its history is kept only if it still
+        leads up to ``seq`` under the same epoch."""
         state = self.topics.topics[name]
         state.entities.clear()
         self.topics.apply(name, entities, ())
-        state.seq = seq
+        if (epoch is not None and epoch != state.epoch) or state.history.last_seq != seq:
+            state.history.clear()
+        if epoch is not None:
+            state.epoch = epoch
+        self.topics.record(state, seq, None, False, 0.0)
 
     def resync_all(self) -> int:
         return self.router.resync_all()
@@ -231,8 +283,9 @@ class Hub:
     # -- liveness and shutdown --------------------------------------------------------------------
 
     def heartbeat(self, now: Instant) -> HeartbeatPlan:
-        """Queue the pings that are due; which sessions are dead (see :func:`liveness.heartbeat`)."""
-        return liveness.heartbeat(self.sessions.values(), now, self._settings, self.counters)
+        """Queue the pings that are due; which sessions are dead (see
+        :meth:`liveness.HeartbeatSchedule.run`: the cost is the sessions due, not all of them)."""
+        return self.heartbeats.run(now, self._settings, self.sessions, self.counters)
 
     def close_all(self, code: int = closecodes.GOING_AWAY.code, reason: str = closecodes.GOING_AWAY.reason) -> None:
         for session in self.sessions.values():
@@ -255,6 +308,9 @@ class Hub:
                     "subscribers": self.subscriber_count(name),
                     "entities": len(state.entities),
                     "seq": state.seq,
+                    "epoch": state.epoch,
+                    "history": state.history.messages,
+                    "historyBytes": state.history.bytes,
                 }
                 for name, state in self.topics.topics.items()
             },
@@ -266,6 +322,7 @@ class Hub:
         added = [name for name in names if self.topics.add(name)]
         for name in added:
             self.index.add_topic(name)
+        self._configure_history(added)
         return added
 
     def apply_settings(self, settings: HubSettings) -> None:
@@ -273,6 +330,7 @@ class Hub:
         ``self.settings``; clients connected now get those each of them holds a copy of (the queue
         bound, the message rate limit), or a reload would not reach a long-lived client at all."""
         self.settings = settings
+        self._configure_history(self.topics.names)
         for session in self.sessions.values():
             session.outbound.max_bytes = settings.max_queue_bytes
             bucket = session.rate

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Any, Union
 
 import orjson
 from attrs import frozen
@@ -21,6 +21,10 @@ class Subscribe:
     topics: tuple[str, ...]
     snapshot: bool = False
     """``"snapshot": true``: also send a SNAPSHOT of the newly added topics."""
+    since: Any = None
+    """The raw ``since`` value (positions to recover, PROTOCOL.md section 8) when ``has_since``;
+    checked by the dispatcher, which knows the topics (:func:`uipd.core.recovery.parse_since`)."""
+    has_since: bool = False
 
 
 @frozen
@@ -72,7 +76,9 @@ def parse_client_message(text: str) -> ClientRequest:
     if not isinstance(action, str):
         raise ClientError("bad_request", '"action" must be a string')
     if action == "subscribe":
-        return Subscribe(_topic_list(msg, required=True), snapshot=msg.get("snapshot") is True)
+        return Subscribe(
+            _topic_list(msg, required=True), snapshot=msg.get("snapshot") is True, since=msg.get("since"), has_since="since" in msg
+        )
     if action == "unsubscribe":
         return Unsubscribe(_topic_list(msg, required=True))
     if action == "ping":

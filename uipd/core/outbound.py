@@ -87,6 +87,13 @@ class OutboundQueue:
     dropped_updates: int = 0
     _pong_at: int = -1
     """Index in ``_frames`` of the queued pong, -1 if none is queued."""
+    _hold_at: int = -1
+    """While a recovery answer is being read (``hold``): the index in ``_frames`` where it goes;
+    the frames from there on wait behind it.  -1: not held."""
+    _holds: int = 0
+    """Recovery answers being read (a client may ask again before the first is answered): the
+    hold ends with the last of them, else live messages queued after a later ask would be
+    written before its answer (a gap)."""
 
     @property
     def pending_bytes(self) -> int:
@@ -153,6 +160,40 @@ class OutboundQueue:
         if idle:
             self.wake()
 
+    @property
+    def held(self) -> bool:
+        return self._hold_at >= 0
+
+    def hold(self) -> None:
+        """Mark the point a recovery answer will be inserted at (``release``): the frames queued
+        from now on are kept behind it, the ones before it are written as usual.  ``offer`` is
+        untouched (only ``take`` looks at the hold), so the fan-out costs nothing more."""
+        if self._hold_at < 0:
+            self._hold_at = len(self._frames)
+        self._holds += 1
+
+    def release(self, frames: list[bytes], size: int | None = None, *, held: bool = True) -> None:
+        """Queue a recovery answer as one unit at the hold point (at the end when not held);
+        ``held``: the answer of a ``hold`` (False: one answered at once, which ends no hold).
+        The hold ends when every held answer is in (the later ones go behind the earlier, still
+        before every frame queued since the first hold).  It
+        counts as SNAPSHOT bytes (the one SNAPSHOT allowed on top of the bound: it is bounded by
+        the hub, and never refused or dropped here).  ``size``: their bytes, if known (a cached answer)."""
+        at = self._hold_at if self._hold_at >= 0 else len(self._frames)
+        if held and self._holds > 0:
+            self._holds -= 1
+        self._hold_at = at + len(frames) if self._holds > 0 and self.closing is None else -1
+        if self.closing is not None or not frames:
+            if self._frames:
+                self.wake()  # what waited behind the hold may go now
+            return
+        self._frames[at:at] = frames
+        self._kinds[at:at] = [_SNAPSHOT] * len(frames)
+        self.queued_snapshot_bytes += sum(map(len, frames)) if size is None else size
+        if self._pong_at >= at:
+            self._pong_at += len(frames)
+        self.wake()
+
     def start_resync(self) -> None:
         """Drop every queued UPDATE (frames already handed to the writer stay) and owe a resync.
 
@@ -162,6 +203,8 @@ class OutboundQueue:
         if self.resync_pending:
             return
         kept = [(f, k) for f, k in zip(self._frames, self._kinds) if k is not _DROPPABLE]
+        if self._hold_at >= 0:
+            self._hold_at -= sum(1 for k in self._kinds[: self._hold_at] if k is _DROPPABLE)
         self.dropped_updates += len(self._frames) - len(kept)
         self._frames = [f for f, _ in kept]
         self._kinds = [k for _, k in kept]
@@ -179,10 +222,15 @@ class OutboundQueue:
             self._kinds.clear()
             self.queued_bytes = self.queued_snapshot_bytes = 0
             self._pong_at = -1
+            if self._hold_at >= 0:
+                self._hold_at = 0
         self.wake()
 
     def take(self) -> list[bytes]:
-        """Hand every queued frame to the writer; they count as in flight until ``written``."""
+        """Hand every queued frame to the writer (while held, those before the hold point);
+        they count as in flight until ``written``."""
+        if self._hold_at >= 0:
+            return self._take_held()
         frames = self._frames
         self._frames = []
         self._kinds.clear()
@@ -190,6 +238,20 @@ class OutboundQueue:
         self.inflight_bytes += self.queued_bytes
         self.inflight_snapshot_bytes += self.queued_snapshot_bytes
         self.queued_bytes = self.queued_snapshot_bytes = 0
+        return frames
+
+    def _take_held(self) -> list[bytes]:
+        at = self._hold_at
+        frames, kinds = self._frames[:at], self._kinds[:at]
+        del self._frames[:at], self._kinds[:at]
+        self._hold_at = 0
+        snapshot = sum(len(f) for f, k in zip(frames, kinds) if k is _SNAPSHOT)
+        other = sum(map(len, frames)) - snapshot
+        self.queued_bytes -= other
+        self.queued_snapshot_bytes -= snapshot
+        self.inflight_bytes += other
+        self.inflight_snapshot_bytes += snapshot
+        self._pong_at = self._pong_at - at if self._pong_at >= at else -1
         return frames
 
     def written(self) -> None:

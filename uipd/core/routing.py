@@ -56,15 +56,12 @@ class Router:
             seq = state.seq + 1 if seq is None else seq
         else:
             seq = None
-        if pub.kind == "UPDATE":
-            payload = wire.update_payload(pub.topic, pub.data_json, pub.removed, now.iso, seq)
-        else:
-            payload = wire.alert_payload(pub.topic, pub.data_json, now.iso, seq)
-        frame = wire.frame_text(payload)
+        frame = wire.message_frame(pub.kind, pub.topic, pub.data_json, pub.removed, now.iso, seq)
         if state is not None:
             if pub.kind == "UPDATE":
                 self.topics.apply(state.name, pub.upserts, pub.removed)
-            state.seq = seq
+            # The very frame the live clients get is what a recovering client is replayed.
+            self.topics.record(state, seq, frame, pub.kind == "ALERT", now.mono)
         kind = Delivery.DROPPABLE if pub.kind == "UPDATE" else Delivery.RELIABLE
         counters = self.counters
         slow_before = (counters.resyncs, counters.slow_disconnects)

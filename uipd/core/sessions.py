@@ -24,6 +24,9 @@ class Session:
     last_alive: float
     """Monotonic time of the last pong or ``ping`` action."""
     next_ping_at: float
+    check_at: float | None = None
+    """When the heartbeat looks at it next (its entry in ``liveness.HeartbeatSchedule``); None:
+    not scheduled (it left, or it is closing)."""
     allowed_topics: frozenset[str] | None = None
     """The topics this client may subscribe to (a JWT ``topics`` claim); None: every topic."""
     expires_at: float | None = None

@@ -29,3 +29,9 @@ class HubSettings:
     snapshot_budget_bytes: float = 128 * 1024
     """Bytes per second of requested SNAPSHOTs per client; 0: no budget."""
     snapshot_burst_bytes: float = 4 * 1024 * 1024
+    history_size: int = 1000
+    """Messages kept per topic for recovery (PROTOCOL.md section 8); 0: no history."""
+    history_ttl: float = 300.0
+    """Seconds a message is kept in history at most."""
+    max_replay: int = 500
+    """Messages one topic's recovery replays at most (more: a snapshot section and ``missedAlerts``)."""

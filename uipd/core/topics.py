@@ -1,4 +1,5 @@
-"""Per-topic state (docs/protocol.md section 4): entities by id, the topic's seq, and encoded snapshots.
+"""Per-topic state (docs/protocol.md sections 4, 8): entities by id, the topic's seq and epoch, its
+history, and encoded snapshots.
 
 A topic's snapshot section (the JSON list of its entities) is encoded once per change of its
 state; whole SNAPSHOT frames are cached per topic set, so a storm of new clients costs one
@@ -16,12 +17,23 @@ expired frames before it evicts its least recently used one.
 
 from __future__ import annotations
 
+import random
+import string
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from attrs import define, field
 
 from uipd.core import wire
+from uipd.core.history import TopicHistory
+
+_epochs = random.Random()  # seeded from os.urandom; an epoch names a run of seqs, it grants nothing
+_EPOCH_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_epoch(rng: random.Random | None = None) -> str:
+    """A fresh epoch (PROTOCOL.md section 8): 12 characters, ~71 bits."""
+    return "".join((rng or _epochs).choices(_EPOCH_ALPHABET, k=12))
 
 
 @define
@@ -31,6 +43,10 @@ class TopicState:
     """Current entities by their string id, in first-seen order."""
     seq: int = 0
     """Number of UPDATE/ALERT messages published on this topic (the last ``seq`` sent)."""
+    epoch: str = field(factory=new_epoch)
+    """The run of ``seq`` numbering (made at start by this node, or the cluster's)."""
+    history: TopicHistory = field(factory=TopicHistory)
+    """Its last messages as sent (off until the hub configures it)."""
     _section: bytes | None = None
 
     def apply(self, upserts: Iterable[tuple[str, Any]], removed: Iterable[str]) -> None:
@@ -68,7 +84,8 @@ class TopicTable:
     max_requested_sets: int = 8
     """Frames kept for the sets clients ask for; these never evict the others."""
     version: int = 0
-    """Bumped on every change of any topic's state; cached snapshots of older versions are stale."""
+    """Bumped on every change of any topic's state or seq (a SNAPSHOT carries positions); cached
+    snapshots of older versions are stale."""
     _cache: dict[_SnapshotKey, _CachedSnapshot] = field(factory=dict)
     _requested: dict[_SnapshotKey, _CachedSnapshot] = field(factory=dict)
     _cache_version: int = 0
@@ -100,6 +117,18 @@ class TopicTable:
         self.version += 1
         return True
 
+    def record(self, state: TopicState, seq: int, frame: bytes | None, alert: bool, now: float) -> None:
+        """A message of ``state``'s topic was sent: its seq, and its frame kept in history (None:
+        not kept).  Cached SNAPSHOT frames hold positions, so any seq change makes them stale."""
+        state.seq = seq
+        if frame is not None:
+            state.history.append(seq, frame, alert, now)
+        self.version += 1
+
+    def positions(self, names: Iterable[str]) -> dict[str, tuple[int, str]]:
+        topics = self.topics
+        return {n: (topics[n].seq, topics[n].epoch) for n in names}
+
     def state_of(self, name: str) -> Mapping[str, Any]:
         return self.topics[name].entities
 
@@ -123,7 +152,9 @@ class TopicTable:
             if cached is not None and now - cached.built_at <= self.snapshot_max_age:
                 tier[key] = cached  # back at the end: the most recently used
                 return cached.frame
-        frame = wire.snapshot_frame(((n, self.topics[n].section()) for n in names), ts, resync=resync)
+        frame = wire.snapshot_frame(
+            ((n, self.topics[n].section()) for n in names), ts, resync=resync, positions=self.positions(names)
+        )
         if requested:
             self._store(self._requested, self.max_requested_sets, key, frame, now)
         else:

@@ -7,11 +7,13 @@ the shell only writes the same bytes to each socket.
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
+from attrs import field, frozen
+
+from uipd.core.compression import Frame, frame_header, payload_offset
 
 _OPCODE_TEXT = 0x1
 _OPCODE_PING = 0x9
@@ -40,19 +42,19 @@ def dumps_data(obj: Any) -> bytes:
 
 
 def _frame(opcode: int, payload: bytes) -> bytes:
-    n = len(payload)
-    if n < 126:
-        header = bytes((_FIN | opcode, n))
-    elif n < 65536:
-        header = struct.pack("!BBH", _FIN | opcode, 126, n)
-    else:
-        header = struct.pack("!BBQ", _FIN | opcode, 127, n)
-    return header + payload
+    return frame_header(_FIN | opcode, len(payload)) + payload
 
 
 def frame_text(payload: bytes) -> bytes:
-    """Wrap a UTF-8 payload in one final, unmasked server text frame."""
-    return _frame(_OPCODE_TEXT, payload)
+    """Wrap a UTF-8 payload in one final, unmasked server text frame: a
+    :class:`~uipd.core.compression.Frame`, so that its compressed variant, if some client needs
+    it, is built once for every recipient (callers see plain bytes)."""
+    return Frame(_frame(_OPCODE_TEXT, payload))
+
+
+def frame_payload(frame: bytes) -> bytes:
+    """The payload of an unmasked frame built here (e.g. a history entry's JSON, for ``missedAlerts``)."""
+    return bytes(frame[payload_offset(frame) :])
 
 
 def frame_ping(payload: bytes) -> bytes:
@@ -82,11 +84,48 @@ def connection_frame(
     )
 
 
-def snapshot_frame(sections: Iterable[tuple[str, bytes]], ts: str, *, resync: bool = False) -> bytes:
-    """A SNAPSHOT from already-encoded topic sections (each the JSON list of a topic's entities)."""
+@frozen
+class RecoveryFields:
+    """What a recovery answer's SNAPSHOT adds (PROTOCOL.md section 8)."""
+
+    recovered: Sequence[str] = ()
+    missed_alerts: Mapping[str, Sequence[bytes]] = field(factory=dict)
+    """Per topic, the payloads (plain JSON, see ``frame_payload``) of the gap's ALERTs in seq order."""
+    alerts_lost: Sequence[str] = ()
+
+
+Positions = Mapping[str, tuple[int, str]]
+"""topic -> (seq, epoch)."""
+
+
+def positions_json(positions: Positions) -> bytes:
+    return b"{" + b",".join(
+        dumps(name) + b':{"seq":%d,"epoch":' % seq + dumps(epoch) + b"}" for name, (seq, epoch) in positions.items()
+    ) + b"}"
+
+
+def snapshot_frame(
+    sections: Iterable[tuple[str, bytes]],
+    ts: str,
+    *,
+    resync: bool = False,
+    positions: Positions | None = None,
+    recovery: RecoveryFields | None = None,
+) -> bytes:
+    """A SNAPSHOT from already-encoded topic sections (each the JSON list of a topic's entities),
+    with the position of each section and, in a recovery answer, its verdicts."""
     parts = [b'{"type":"SNAPSHOT","data":{']
     parts.append(b",".join(dumps(name) + b":" + section for name, section in sections))
-    parts.append(b'},"timestamp":"' + ts.encode() + b'"')
+    parts.append(b"}")
+    if positions is not None:
+        parts.append(b',"positions":' + positions_json(positions))
+    if recovery is not None:
+        parts.append(b',"recovered":' + dumps(list(recovery.recovered)) + b',"missedAlerts":{')
+        parts.append(
+            b",".join(dumps(name) + b":[" + b",".join(payloads) + b"]" for name, payloads in recovery.missed_alerts.items())
+        )
+        parts.append(b'},"alertsLost":' + dumps(list(recovery.alerts_lost)))
+    parts.append(b',"timestamp":"' + ts.encode() + b'"')
     if resync:
         parts.append(b',"resync":true')
     parts.append(b"}")
@@ -134,3 +173,14 @@ def alert_payload(topic: str | None, data_json: bytes, ts: str, seq: int | None)
     if seq is not None:
         msg["seq"] = seq
     return dumps(msg)
+
+
+def message_frame(
+    kind: str, topic: str | None, data_json: bytes, removed: Sequence[str] | None, ts: str, seq: int | None
+) -> bytes:
+    """The frame of a topic message (``kind`` "UPDATE" or "ALERT"): the one builder used by the
+    fan-out and by whatever rebuilds a message later (the Redis broker's history), so a replay is
+    byte for byte what was first sent."""
+    if kind == "UPDATE":
+        return frame_text(update_payload(topic, data_json, removed, ts, seq))
+    return frame_text(alert_payload(topic, data_json, ts, seq))

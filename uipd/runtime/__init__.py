@@ -5,4 +5,5 @@
 connections (admission, slots, per-IP counts); :mod:`~uipd.runtime.reload` applies a new config
 (SIGHUP), :mod:`~uipd.runtime.metrics` serves ``/metrics``, :mod:`~uipd.runtime.systemd` talks to
 systemd, :mod:`~uipd.runtime.logs` sets logging up and :mod:`~uipd.runtime.auth` checks the
-credentials of a handshake."""
+credentials of a handshake; :mod:`~uipd.runtime.workers` supervises ``[server] workers`` processes,
+and :mod:`~uipd.runtime.group` makes a worker's stats the whole group's."""

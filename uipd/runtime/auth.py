@@ -47,6 +47,8 @@ def token_from(target: str, headers: Mapping[str, str]) -> str | None:
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
     _, _, query = target.partition("?")
+    if "token=" not in query:
+        return None  # not unquoted: a recovering client's URL carries a long since= (a storm's main cost)
     values = parse_qs(query).get("token")
     return values[0] if values else None
 

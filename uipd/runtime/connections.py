@@ -14,13 +14,16 @@ from attrs import define, field
 from uipd.runtime.auth import AuthError, Authenticator, Identity, token_from
 from uipd.config import ServerConfig
 from uipd.core import closecodes
-from uipd.core.admission import UNAUTHORIZED, Refusal, check_handshake
+from uipd.core.admission import OVERLOADED, UNAUTHORIZED, Refusal, check_handshake
 from uipd.core.hub import Hub
 from uipd.server.clock import wall
 from uipd.server.connection import ClientConnection
 from uipd.server.flusher import Flusher
 
 log = logging.getLogger(__name__)
+
+DRAIN_PROGRESS_INTERVAL = 1.0
+"""Seconds between two progress lines of a drain."""
 
 
 @define
@@ -47,15 +50,35 @@ class ConnectionRegistry:
     """Handshakes admitted whose connection is not registered yet (each holds a slot)."""
     accepted: int = field(default=0, init=False)
     """TCP connections taken by the accept loop (the watchdog probe watches it move)."""
+    closed: int = field(default=0, init=False)
+    """Registered connections that ended (the garbage collector's policy counts them)."""
+    handshaking: int = field(default=0, init=False)
+    """TCP connections whose opening handshake is in progress (bounded by ``max_handshakes``)."""
     draining: bool = field(default=False, init=False)
     _drained: trio.Event = field(factory=trio.Event, init=False)
 
+    def __attrs_post_init__(self) -> None:
+        self.flusher.compression.configure(self.server_config.compression_level, self.server_config.compression_threshold)
+
     def configure(self, server_config: ServerConfig, authenticator: Authenticator) -> None:
-        """Decide the handshakes from now on by a reloaded config (open connections stay)."""
+        """Decide the handshakes from now on by a reloaded config (open connections stay; frames
+        compressed from now on use its compression level and threshold)."""
         self.server_config, self.authenticator = server_config, authenticator
+        self.flusher.compression.configure(server_config.compression_level, server_config.compression_threshold)
 
     def count_accept(self) -> None:
         self.accepted += 1
+
+    def start_handshake(self) -> Refusal | None:
+        """A handshake begins; the 503 for one past ``max_handshakes`` (which does not count)."""
+        limit = self.server_config.max_handshakes
+        if limit and self.handshaking >= limit:
+            return OVERLOADED.retry_later(self.server_config.retry_after)
+        self.handshaking += 1
+        return None
+
+    def end_handshake(self) -> None:
+        self.handshaking -= 1
 
     def count_refusal(self, refusal: Refusal) -> None:
         self.refusals[refusal.reason] += 1
@@ -75,7 +98,7 @@ class ConnectionRegistry:
             max_per_ip=s.max_connections_per_ip,
         )
         if refusal is not None:
-            return refusal
+            return refusal.retry_later(s.retry_after)
         try:
             identity = self.authenticator.authenticate(token_from(target, headers), wall())
         except AuthError as exc:
@@ -106,6 +129,7 @@ class ConnectionRegistry:
 
         def unregister() -> None:
             self.connections.pop(key, None)
+            self.closed += 1
             self._forget_ip(ip)
             if self.draining and not self.connections:
                 self._drained.set()
@@ -117,8 +141,16 @@ class ConnectionRegistry:
         self.draining = True
 
     async def drained(self) -> None:
-        """Close every connection (1001 after its queued frames) and return once all have gone."""
+        """Close every connection (1001 after its queued frames) and return once all have gone;
+        logs how many are left every DRAIN_PROGRESS_INTERVAL.  The closes are queued all at once:
+        the flusher's next pass writes every close frame (``ConnectionWriter._close_now``), and
+        each connection then ends when its peer answers, or close_timeout later."""
         if self.connections:
-            log.info("closing %d client connection(s)", len(self.connections))
+            total = len(self.connections)
+            log.info("closing %d client connection(s)", total)
             self.hub.close_all()
-            await self._drained.wait()
+            while not self._drained.is_set():
+                with trio.move_on_after(DRAIN_PROGRESS_INTERVAL):
+                    await self._drained.wait()
+                if self.connections:
+                    log.info("draining: %d of %d client connection(s) still open", len(self.connections), total)

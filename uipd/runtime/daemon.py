@@ -40,7 +40,9 @@ from uipd.server.heartbeat import supervise_heartbeats
 from uipd.sources.publisher import HubPublisher
 from uipd.runtime.metrics import Metrics
 from uipd.runtime.addresses import reachable
+from uipd.runtime.collector import manage_collector
 from uipd.runtime.connections import ConnectionRegistry
+from uipd.runtime.group import WorkerGroup
 from uipd.runtime.settings import hub_settings
 from uipd.runtime.sources import SourceRunner
 from uipd.sources.registry import ConfiguredSource, PluginRegistry, check_config
@@ -82,6 +84,12 @@ class Daemon:
     hangup_before_start: Callable[[], bool] = lambda: False
     """Whether a SIGHUP came before the reload watcher was installed (uipd.cli.hangups defers
     it from the start of ``uipd run``): the watcher then reloads once."""
+    manage_gc: bool = False
+    """Run the garbage collector's policy for long-lived connections (uipd.runtime.collector):
+    ``uipd run`` does; it changes the whole process, so an embedding process (tests) opts in."""
+    group: WorkerGroup | None = None
+    """This daemon is one worker of a supervisor's group (uipd.runtime.workers): its stats and
+    metrics answer for the whole group (uipd.runtime.group).  None: a daemon on its own."""
     hub: Hub = field(init=False)
     broker: MemoryBroker | RedisBroker = field(init=False)
     """Every publish goes through it: this node's hub directly, or the cluster through Redis."""
@@ -150,7 +158,8 @@ class Daemon:
         return await self.api_publisher.confirm(pub)
 
     def _node_stats(self) -> dict[str, Any]:
-        return {"clients": len(self.connections), "ws_port": self.ws_port, "api_port": self.api_port}
+        stats = {"clients": len(self.connections), "ws_port": self.ws_port, "api_port": self.api_port}
+        return stats if self.group is None else stats | self.group.announce(self)
 
     def source_route(self, source: str, route: str) -> HttpHandler | None:
         return self.runner.route(source, route)
@@ -161,11 +170,12 @@ class Daemon:
 
     def stats(self) -> dict[str, Any]:
         out = self.hub.stats()
+        out["compressedClients"] = self.flusher.compression.clients  # negotiated permessage-deflate
         out["sources"] = self.runner.stats()
         cluster = self.broker.cluster_stats()
         if cluster is not None:
             out["cluster"] = cluster
-        return out
+        return out if self.group is None else self.group.stats(self, out)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         waiting = [s.name for s in self.sources if not s.ready]
@@ -189,7 +199,7 @@ class Daemon:
                 tcp_listeners = [systemd.listener_from(self.inherited_fds["ws"])]
             else:
                 with _listening("WebSocket listener", cfg.server.host, cfg.server.port):
-                    tcp_listeners = await trio.open_tcp_listeners(cfg.server.port, host=cfg.server.host or None, backlog=4096)
+                    tcp_listeners = await trio.open_tcp_listeners(cfg.server.port, host=cfg.server.host or None, backlog=cfg.server.listen_backlog)
             bound = tcp_listeners[0].socket.getsockname()
             self._probe_address = (reachable(bound[0]), bound[1])
             self.ws_port = bound[1]
@@ -208,7 +218,8 @@ class Daemon:
             nursery.start_soon(accept_loop)
             self.listening = True
             app = ApiApp(
-                self, key=cfg.api.key, max_body_bytes=cfg.api.max_body_bytes, dashboard=cfg.api.dashboard, metrics=self.metrics.render,
+                self, key=cfg.api.key, max_body_bytes=cfg.api.max_body_bytes, dashboard=cfg.api.dashboard,
+                metrics=self.metrics.render if self.group is None else partial(self.group.metrics, self),
                 allowed_origins=cfg.api.allowed_origins, request_timeout=cfg.api.request_timeout,
                 host=cfg.api.host, allowed_hosts=cfg.api.allowed_hosts,
             )
@@ -226,6 +237,9 @@ class Daemon:
             # every time and show up as latency spikes under a steady publish load.
             gc.collect()
             gc.freeze()
+            if self.manage_gc:
+                clients = self.clients
+                await nursery.start(partial(manage_collector, lambda: clients.closed, lambda: len(clients.connections), lambda: clients.draining))
             await nursery.start(self.broker.run)
             await self.runner.start_all(nursery)
             nursery.start_soon(self._watch_signals)
@@ -271,7 +285,9 @@ class Daemon:
 
     async def _probe(self) -> bool:
         """For the watchdog: the loop runs (we are here) and the accept loop takes a connection."""
-        if self._probe_address is None or self.shutting_down:
+        # A worker's probe would connect to a port whose SO_REUSEPORT group hashes it to any
+        # worker's socket (uipd.runtime.workers): there the loop running is what it proves.
+        if self._probe_address is None or self.shutting_down or self.group is not None:
             return not self.shutting_down
         return await systemd.accept_probe(self._probe_address, lambda: self.clients.accepted)
 

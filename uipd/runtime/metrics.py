@@ -20,10 +20,26 @@ from prometheus_client.registry import Collector
 
 from uipd.core.closecodes import KNOWN_CODES
 from uipd.core.hub import Hub
+from uipd.core.recovery import OUTCOMES
 from uipd.sources.supervisor import SourceStatus
 
 QUEUE_BYTES_BUCKETS = (0, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 PUBLISH_SECONDS_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+
+
+class CompressionCounts(Protocol):
+    """What is read of the flusher's compressor (uipd.server.deflate.Compressor)."""
+
+    clients: int
+    input_bytes: int
+    output_bytes: int
+    plain_bytes: int
+    cpu_seconds: float
+    built: int
+    off_loop: int
+
+    @property
+    def ratio(self) -> float: ...
 
 
 class FlusherCounts(Protocol):
@@ -33,6 +49,7 @@ class FlusherCounts(Protocol):
     writes: int
     frames_written: int
     writer_starts: int
+    compression: CompressionCounts
 
 
 class Observed(Protocol):
@@ -121,6 +138,17 @@ class DaemonCollector(Collector):
         yield CounterMetricFamily("uipd_direct_writes", "Writes of a client's new frames straight to its socket (one writev each).", value=f.writes)
         yield CounterMetricFamily("uipd_direct_write_frames", "Frames in those writes (frames per write: how many messages share a system call).", value=f.frames_written)
         yield CounterMetricFamily("uipd_writer_tasks_started", "Writer tasks started for clients whose socket was full or that had a close or resync due.", value=f.writer_starts)
+        z = f.compression
+        yield GaugeMetricFamily("uipd_compressed_clients", "Connected clients that negotiated permessage-deflate.", value=z.clients)
+        sent = CounterMetricFamily("uipd_frame_bytes_sent", "Bytes of frames written to clients: deflate = to clients that negotiated compression (as sent), plain = to the others.", labels=["encoding"])
+        sent.add_metric(["deflate"], z.output_bytes)
+        sent.add_metric(["plain"], z.plain_bytes)
+        yield sent
+        yield CounterMetricFamily("uipd_compression_input_bytes", "Uncompressed size of the frames written to clients that negotiated compression.", value=z.input_bytes)
+        yield GaugeMetricFamily("uipd_compression_ratio", "Bytes sent to compressing clients per byte of their uncompressed frames (1: nothing sent yet).", value=z.ratio)
+        yield CounterMetricFamily("uipd_compression_cpu_seconds", "CPU seconds spent compressing messages (each message once, whoever receives it).", value=z.cpu_seconds)
+        yield CounterMetricFamily("uipd_compressed_messages", "Messages compressed (built once, shared by every compressing client).", value=z.built)
+        yield CounterMetricFamily("uipd_compressed_off_loop", "Of those, large ones compressed in a worker thread.", value=z.off_loop)
         yield CounterMetricFamily("uipd_heartbeat_drops", "Clients dropped for missing pongs past the heartbeat timeout.", value=c.heartbeat_drops)
         yield CounterMetricFamily("uipd_client_errors", "ERROR replies sent to clients (bad requests, unknown topics, rate limiting).", value=c.client_errors)
         yield CounterMetricFamily("uipd_rate_limit_closes", "Clients closed 1008 for exceeding the message rate limit.", value=c.rate_limit_closes)
@@ -158,6 +186,19 @@ class DaemonCollector(Collector):
         yield entities
         yield seq
 
+        history = GaugeMetricFamily("uipd_history_messages", "Messages kept in each topic's history for recovery ([history] size, ttl).", labels=["topic"])
+        history_bytes = GaugeMetricFamily("uipd_history_bytes", "Bytes of the frames kept in each topic's history.", labels=["topic"])
+        for name, state in list(hub.topics.topics.items()):
+            history.add_metric([name], state.history.messages)
+            history_bytes.add_metric([name], state.history.bytes)
+        yield history
+        yield history_bytes
+        recoveries = CounterMetricFamily("uipd_recoveries", "Topics clients asked to recover (since=), by outcome: replayed (zero or more messages), epoch_changed, too_old (history does not reach back; alertsLost) or too_many (past max_replay or the bytes rule: a section and missedAlerts).", labels=["outcome"])
+        for outcome in OUTCOMES:
+            recoveries.add_metric([outcome], c.recoveries.get(outcome, 0))
+        yield recoveries
+        yield CounterMetricFamily("uipd_replayed_messages", "Messages replayed from history to recovering clients.", value=c.replayed_messages)
+
         up = GaugeMetricFamily("uipd_source_running", "1 while the source's task runs, 0 while it waits to restart.", labels=["source"])
         ready = GaugeMetricFamily("uipd_source_ready", "1 once the source has loaded its initial state.", labels=["source"])
         restarts = CounterMetricFamily("uipd_source_restarts", "Restarts of each source after a failure.", labels=["source"])
@@ -191,6 +232,11 @@ class DaemonCollector(Collector):
         for topic, n in sorted(getattr(d.broker, "missed", {}).items()):
             missed.add_metric([topic], n)
         yield missed
+        history = getattr(d.broker, "history", None)  # the Redis broker's history reader
+        if history is not None:
+            yield CounterMetricFamily("uipd_cluster_history_reads", "Redis broker: history reads for recovering clients (one script call per batch).", value=history.reads)
+            yield CounterMetricFamily("uipd_cluster_history_unread", "Redis broker: recovering clients answered without the history they needed (not connected, queue full, Redis failing or slow): a section and alertsLost.", value=history.unread)
+            yield CounterMetricFamily("uipd_cluster_caught_up_messages", "Redis broker: messages missed while cut off from Redis and fanned out from the history streams once back (no resync).", value=d.broker.caught_up)
         yield GaugeMetricFamily("uipd_draining", "1 once the daemon is draining (SIGTERM).", value=int(d.shutting_down))
 
 

@@ -10,7 +10,7 @@ No client is disconnected.  Applied:
   topics stay offered, with their last state, until the next restart;
 - the hub's settings (``welcome``, ``default_topics``, heartbeat, rate limits, ``max_queue_bytes``,
   ``slow_consumer``, ``max_subscriptions``) for new clients and, for the byte bound and the rate
-  limits, existing ones;
+  limits, existing ones; ``[history]`` for new messages (what is kept is trimmed to the new bounds);
   the handshake checks (``paths``, origins, client limits, timeouts, ``[auth]`` tokens and keys);
 - ``[api] key``, ``max_body_bytes``, ``allowed_origins`` and ``allowed_hosts``; ``[log]`` level, format and per-logger levels.
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESTART_ONLY = (
-    ("server", "host"), ("server", "port"), ("server", "tls_cert"), ("server", "tls_key"),
+    ("server", "host"), ("server", "port"), ("server", "tls_cert"), ("server", "tls_key"), ("server", "workers"),
     ("api", "host"), ("api", "port"), ("api", "dashboard"), ("api", "request_timeout"),
 )
 

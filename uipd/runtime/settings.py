@@ -7,7 +7,7 @@ from uipd.core.hub import HubSettings
 
 
 def hub_settings(config: Config) -> HubSettings:
-    s, hb = config.server, config.heartbeat
+    s, hb, h = config.server, config.heartbeat, config.history
     return HubSettings(
         welcome=s.welcome,
         default_topics=s.default_topics,
@@ -23,4 +23,7 @@ def hub_settings(config: Config) -> HubSettings:
         max_fragments=s.max_fragments,
         snapshot_budget_bytes=float(s.snapshot_budget_bytes),
         snapshot_burst_bytes=float(s.snapshot_burst_bytes),
+        history_size=h.size,
+        history_ttl=float(h.ttl),
+        max_replay=h.max_replay,
     )

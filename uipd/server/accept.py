@@ -6,7 +6,9 @@ for as long as that lasts, and retries at that pace.  Here one episode is one wa
 begins and one line when accepting works again, and the retries back off (``[server]
 accept_backoff`` doubling up to ``accept_backoff_max``): connections wait in the listen backlog
 meanwhile, and are taken as soon as descriptors free up (at most one backoff cap later).  The
-waits are uipd's one :class:`~uipd.core.backoff.Backoff`.
+waits are uipd's one :class:`~uipd.core.backoff.Backoff`.  A plain TCP listener is also
+accepted from in batches (:class:`BatchAccept`): a connection storm costs one task switch per
+batch, not one per connection.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -90,15 +93,83 @@ async def _accept_from(
     task_name: str,
 ) -> None:
     async with listener:
+        batch = BatchAccept(listener) if isinstance(listener, trio.SocketListener) else None
+        try:
+            while True:
+                try:
+                    streams = [await listener.accept()] if batch is None else await batch.accept()
+                except OSError as exc:
+                    if exc.errno not in CAPACITY_ERRORS:
+                        raise
+                    await trio.sleep(episode.failed(exc, *backoff(), trio.current_time()))
+                    continue
+                if episode.since is not None:
+                    episode.succeeded(trio.current_time())
+                for stream in streams:
+                    # A constant name: trio otherwise formats one per task (a string kept per connection).
+                    handler_nursery.start_soon(handler, stream, name=task_name)
+        finally:
+            if batch is not None:
+                batch.detach()
+
+
+ACCEPT_BATCH = 64
+"""Connections taken from the backlog per wake-up at most, before the loop yields: a storm is
+accepted in batches (one scheduler round each, not one per connection), and a long one still
+lets the connections already taken, and everyone else, run between batches."""
+
+_IGNORABLE_ACCEPT_ERRORS = frozenset(
+    getattr(errno, name) for name in (
+        "EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET", "EHOSTUNREACH", "EOPNOTSUPP",
+        "ENETUNREACH", "ENOSR", "ESOCKTNOSUPPORT", "EPROTONOSUPPORT", "ETIMEDOUT", "ECONNRESET",
+    ) if hasattr(errno, name)
+)
+"""accept() failures that concern only the connection being taken (it was reset, a firewall
+denied it): skipped, as ``trio.SocketListener.accept`` skips them (the same list)."""
+
+
+class BatchAccept:
+    """Accepts on a plain TCP listener until the backlog is empty, then waits once.
+
+    ``trio.SocketListener.accept`` takes one connection per call and yields to the scheduler
+    after each (a task switch per connection of a storm).  This takes what the backlog holds with
+    non-blocking accept() calls on the listener's descriptor (a stdlib socket object over it,
+    detached at the end, so the listener still owns and closes it), each wrapped in the same
+    ``trio.SocketStream``."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, listener: trio.SocketListener) -> None:
+        self._sock = socket.socket(fileno=listener.socket.fileno())
+        self._sock.setblocking(False)
+
+    async def accept(self) -> list[trio.SocketStream]:
+        """The connections waiting now (at least one, at most ACCEPT_BATCH); raises the OSError
+        of a failed accept() when it took none before it (it comes again on the next call)."""
         while True:
+            streams = self._take()
+            if streams:
+                await trio.lowlevel.cancel_shielded_checkpoint()  # as trio's accept: taken sockets are never dropped
+                return streams
+            await trio.lowlevel.wait_readable(self._sock)
+
+    def _take(self) -> list[trio.SocketStream]:
+        streams: list[trio.SocketStream] = []
+        while len(streams) < ACCEPT_BATCH:
             try:
-                stream = await listener.accept()
+                sock, _ = self._sock.accept()
+            except BlockingIOError:
+                break
             except OSError as exc:
-                if exc.errno not in CAPACITY_ERRORS:
-                    raise
-                await trio.sleep(episode.failed(exc, *backoff(), trio.current_time()))
-                continue
-            if episode.since is not None:
-                episode.succeeded(trio.current_time())
-            # A constant name: trio otherwise formats one per task (a string kept per connection).
-            handler_nursery.start_soon(handler, stream, name=task_name)
+                if exc.errno in _IGNORABLE_ACCEPT_ERRORS:
+                    continue
+                if streams:
+                    break
+                if exc.errno == errno.EBADF:  # the listener was closed (as trio reports it)
+                    raise trio.ClosedResourceError from None
+                raise
+            streams.append(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
+        return streams
+
+    def detach(self) -> None:
+        self._sock.detach()

@@ -9,6 +9,7 @@ What reads another clock, on purpose:
   trio's scheduler compares deadlines with, which tests replace with ``trio.testing.MockClock``.
 - ``time.perf_counter`` in :mod:`uipd.sources.publisher`: the cost of a publish call for its
   histogram, a profiler's reading that no protocol decision sees.
+- ``cpu_time`` (``time.thread_time``, here): the CPU a compression took, for its metric only.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from time import monotonic  # seconds for durations (Instant.mono); as is, so a 
 
 from uipd.core.clock import Instant
 
-__all__ = ["SPREAD", "iso_utc", "monotonic", "now", "spread", "wall"]
+__all__ = ["SPREAD", "cpu_time", "iso_utc", "monotonic", "now", "spread", "wall"]
 
 wall = time.time
 """Unix time in seconds: credentials' expiry times are wall-clock times."""
+
+cpu_time = time.thread_time
+"""CPU seconds of the calling thread (a compression run in a worker thread is measured there)."""
 
 SPREAD = 0.25
 """The share of a per-connection deadline drawn at random (see ``spread``)."""

@@ -14,15 +14,16 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import trio
-from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 from wsproto.utilities import ProtocolError
 
 from uipd.runtime.auth import Identity
 from uipd.core.admission import Refusal
 from uipd.core.hub import Hub
+from uipd.core.recovery import NO_ASK, parse_handshake_query
 from uipd.server.clock import monotonic, now, spread, wall
 from uipd.server.flusher import Flusher
-from uipd.server.handshake import UpgradeRequest, open_handshake
+from uipd.server.handshake import UpgradeRequest, open_handshake, refuse_at_once
 from uipd.server.transport import TransportClosed, WebSocketTransport, WriteGate
 from uipd.server.writer import ConnectionWriter, TlsWriter
 
@@ -76,26 +77,35 @@ class ClientConnection(ConnectionWriter):
                 if outbound.closing is not None and not hub.keep_parsing(session, len(chunk)):
                     await self._discard_until_closed()  # the core's call: a closing client's flood goes unparsed
                     return
-                events = transport.feed(chunk)
-                for event in events:
-                    if isinstance(event, TextMessage):
-                        # The core gathers fragments, bounds them and counts them against the rate.
-                        hub.receive_piece(session, event.data, event.frame_finished, event.message_finished, now())
-                    elif isinstance(event, BytesMessage):
-                        hub.receive_binary(session)
-                    elif isinstance(event, Ping):
-                        if transport.open:
-                            hub.ping(session, transport.pong_frame(event.payload), monotonic())
-                    elif isinstance(event, Pong):
-                        hub.pong(session, monotonic())
-                    elif isinstance(event, CloseConnection):
-                        # The peer's close is answered by the writer; after a frame that broke
-                        # RFC 6455 the core says to parse nothing more.
-                        if hub.peer_close(session, event.code, event.reason, violation=transport.violation):
-                            await self._discard_until_closed()
-                            return
+                if self._handle(transport.feed(chunk)):
+                    await self._discard_until_closed()
+                    return
         finally:
             hub.disconnect(session)
+
+    def _handle(self, events: list[Event]) -> bool:
+        """Hand each event to the hub; True: parse nothing more (see ``Hub.peer_close``).  A frame
+        of its own: the events (a Pong and its list) die on return, where on the receive loop's
+        stack they stayed until the next read (an idle client's next pong, 10 s later): garbage
+        the collector kept walking, 19,000 times over."""
+        session, hub, transport = self.session, self.hub, self.transport
+        for event in events:
+            if isinstance(event, TextMessage):
+                # The core gathers fragments, bounds them and counts them against the rate.
+                hub.receive_piece(session, event.data, event.frame_finished, event.message_finished, now())
+            elif isinstance(event, BytesMessage):
+                hub.receive_binary(session)
+            elif isinstance(event, Ping):
+                if transport.open:
+                    hub.ping(session, transport.pong_frame(event.payload), monotonic())
+            elif isinstance(event, Pong):
+                hub.pong(session, monotonic())
+            elif isinstance(event, CloseConnection):
+                # The peer's close is answered by the writer; after a frame that broke
+                # RFC 6455 the core says to parse nothing more.
+                if hub.peer_close(session, event.code, event.reason, violation=transport.violation):
+                    return True
+        return False
 
     async def _discard_until_closed(self) -> None:
         """Read and drop what the peer still sends until it closes (or our close timed out):
@@ -110,6 +120,25 @@ class TlsClientConnection(TlsWriter, ClientConnection):
     kept for the connection's life, see :class:`~uipd.server.writer.TlsWriter`)."""
 
     __slots__ = ()
+
+
+class DeflateClientConnection(ClientConnection):
+    """A client that negotiated permessage-deflate: written each frame's compressed variant."""
+
+    __slots__ = ()
+    deflate = True
+
+
+class TlsDeflateClientConnection(TlsClientConnection):
+    __slots__ = ()
+    deflate = True
+
+
+_KINDS = {
+    (True, False): ClientConnection, (False, False): TlsClientConnection,
+    (True, True): DeflateClientConnection, (False, True): TlsDeflateClientConnection,
+}
+"""(plain socket, compressing) -> the connection class."""
 
 
 class ConnectionHost(Protocol):
@@ -140,6 +169,13 @@ class ConnectionHost(Protocol):
     def count_accept(self) -> None:
         """A TCP connection was accepted (the watchdog's probe watches this)."""
 
+    def start_handshake(self) -> Refusal | None:
+        """A handshake begins (``end_handshake`` when it is over), or the refusal answered at once
+        when too many are in progress (``[server] max_handshakes``)."""
+
+    def end_handshake(self) -> None:
+        """A handshake ``start_handshake`` let in is over, whatever its outcome."""
+
 
 def remote_address(stream: trio.abc.Stream) -> str:
     sock = getattr(stream, "socket", None) or getattr(getattr(stream, "transport_stream", None), "socket", None)
@@ -160,19 +196,40 @@ async def serve_stream(stream: trio.abc.Stream, host: ConnectionHost) -> None:
     gate = WriteGate(stream)
     client_id, ip = new_client_id(), "?"
     reserved = False  # admitted and not registered yet: a connection slot is held for this client
+    ask = NO_ASK
 
     def decide(request: UpgradeRequest) -> Refusal | Identity:
-        nonlocal reserved
+        nonlocal reserved, ask
         decision = host.admit(request.target, request.headers, ip)
         reserved = not isinstance(decision, Refusal)
+        if isinstance(decision, Refusal):
+            return decision
+        # ?topics= and ?since= (PROTOCOL.md section 8): 400 malformed or unknown, 403 outside the claim.
+        asked = parse_handshake_query(request.target, hub.topics, decision.topics, hub.settings.max_subscriptions)
+        if isinstance(asked, Refusal):
+            host.release(ip)
+            reserved = False
+            return asked
+        ask = asked
         return decision
 
     try:
         host.count_accept()
         ip = remote_address(stream)
+        busy = host.start_handshake()
+        if busy is not None:  # a storm past max_handshakes: 503 and Retry-After now, not a timeout later
+            host.count_refusal(busy)
+            with trio.move_on_after(config.close_timeout):
+                await refuse_at_once(gate, busy)
+            return
         outcome = None
-        with trio.move_on_after(spread(config.handshake_timeout)) as handshake_scope:
-            outcome = await open_handshake(gate, decide)
+        try:
+            with trio.move_on_after(spread(config.handshake_timeout)) as handshake_scope:
+                outcome = await open_handshake(
+                    gate, decide, inflate_limit=config.max_message_bytes if config.compression else None
+                )
+        finally:
+            host.end_handshake()
         if handshake_scope.cancelled_caught:
             log.debug("client %s (%s): handshake timed out", client_id, ip)
             hub.counters.handshake_timeouts += 1
@@ -183,22 +240,25 @@ async def serve_stream(stream: trio.abc.Stream, host: ConnectionHost) -> None:
         request, identity, protocol = outcome
         del outcome, decide  # kept for the connection's life otherwise (this frame is on its stack)
         expires_in = None if identity.expires_at is None else identity.expires_at - wall()
-        kind = ClientConnection if gate.has_fast_path else TlsClientConnection
+        kind = _KINDS[gate.has_fast_path, request.deflate]
+        compression = host.flusher.compression
         async with trio.open_nursery() as nursery:
             connection = kind(
                 hub, WebSocketTransport(gate, protocol, request.trailing_data), nursery, host.flusher, config.close_timeout, ip,
-                client_id=client_id, allowed_topics=identity.topics, expires_in=expires_in,
+                client_id=client_id, allowed_topics=identity.topics, expires_in=expires_in, topics=ask.topics, since=ask.since,
             )
-            del request, identity, protocol  # the handshake (headers, credentials) is not kept for the connection's life
+            del request, identity, protocol, ask  # the handshake (headers, credentials) is not kept for the connection's life
             try:
                 unregister = host.register(connection)
             except BaseException:
                 hub.disconnect(connection.session)  # run(), which ends the session, never started
                 raise
             reserved = False  # the slot is the registered connection's now
+            compression.clients += kind.deflate
             try:
                 await connection.run()
             finally:
+                compression.clients -= kind.deflate
                 unregister()
                 hub.counters.count_close(connection.session.outbound.closing, connection.transport.peer_close)
             connection.finish()
@@ -210,6 +270,7 @@ async def serve_stream(stream: trio.abc.Stream, host: ConnectionHost) -> None:
         try:
             if reserved:
                 host.release(ip)
-            await trio.aclose_forcefully(gate)
+            if not gate.close_now():  # TLS: its close may await
+                await trio.aclose_forcefully(gate)
         except Exception:
             log.error("client %s (%s): closing its connection failed", client_id, ip, exc_info=True)

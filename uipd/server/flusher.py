@@ -13,6 +13,8 @@ from typing import Protocol
 
 import trio
 
+from uipd.server.deflate import Compressor
+
 
 class Due(Protocol):
     """What the flusher needs of a connection it writes for (``uipd.server.writer.ConnectionWriter``):
@@ -26,10 +28,13 @@ class Due(Protocol):
 
 
 class Flusher:
-    __slots__ = ("_due", "_wakeup", "rounds", "writes", "frames_written", "writer_starts")
+    __slots__ = ("_due", "_wakeup", "rounds", "writes", "frames_written", "writer_starts", "compression")
 
     def __init__(self) -> None:
         self._due: list[Due] = []
+        self.compression = Compressor()
+        """Builds each frame's compressed variant once, for every client that negotiated
+        permessage-deflate (the daemon configures it), and counts what compression did."""
         self._wakeup = trio.Event()
         # Read by /metrics (uipd.runtime.metrics); each moves once per pass or per client write, never per frame.
         self.rounds = 0

@@ -1,9 +1,11 @@
-"""The opening handshake (RFC 6455 section 4.2), on wsproto's sans-IO HTTP/1.1 handshake.
+"""The opening handshake (RFC 6455 section 4.2) on the socket: read the client's upgrade request,
+let the daemon decide (path, Origin, credentials, limits), and answer ``101 Switching Protocols``
+or an HTTP error with a short text body.
 
-Read the client's upgrade request, let the daemon decide (path, Origin, credentials, limits), and
-answer ``101 Switching Protocols`` or an HTTP error with a short text body.  The handshake state
-(an h11 connection) is dropped as soon as the answer is written: an open connection keeps only
-wsproto's frame layer (:class:`uipd.server.transport.WebSocketTransport`).
+Reading and checking the request and writing the answers is :mod:`uipd.core.upgrade` (sans-IO);
+this module reads the socket for it, negotiates permessage-deflate (:mod:`uipd.server.deflate`)
+and builds the open connection's frame layer, a wsproto ``Connection``, directly: nothing of the
+handshake is kept once the answer is written (:class:`uipd.server.transport.WebSocketTransport`).
 """
 
 from __future__ import annotations
@@ -11,81 +13,91 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from attrs import frozen
+import trio
+from attrs import evolve
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
-from wsproto.handshake import H11Handshake
-from wsproto.utilities import RemoteProtocolError
 
-from uipd.core.admission import BAD_REQUEST, REQUEST_TOO_LARGE, UNSUPPORTED_VERSION, Refusal, request_headers
+from uipd.core.admission import Refusal
+from uipd.core.upgrade import MAX_REQUEST_BYTES, RequestReader, UpgradeRequest, accept_answer, refusal_answer
+from uipd.server.deflate import DeflateExtension, client_declines
+from uipd.server.deflate import shared as shared_deflate
 from uipd.server.transport import WriteGate
 
-MAX_REQUEST_BYTES = 16 * 1024
-"""A longer request head is refused with 400 (h11's own bound for a head)."""
-
-
-@frozen
-class UpgradeRequest:
-    target: str
-    """Path and query, as sent."""
-    headers: dict[str, str]
-    """Header names in lower case (Host and the Sec-WebSocket-Extensions/-Protocol offers are
-    not among them: wsproto consumes those)."""
-    trailing_data: bytes
-    """Bytes the client sent behind its request (frames it did not wait to send)."""
-
+__all__ = ["MAX_REQUEST_BYTES", "UpgradeRequest", "accept_upgrade", "open_handshake", "refuse_at_once"]
 
 Admitted = TypeVar("Admitted")
 
 
 async def open_handshake(
-    gate: WriteGate, decide: Callable[[UpgradeRequest], Refusal | Admitted]
+    gate: WriteGate, decide: Callable[[UpgradeRequest], Refusal | Admitted], *, inflate_limit: int | None = None
 ) -> tuple[UpgradeRequest, Admitted, Connection] | Refusal | None:
     """Run the handshake on ``gate``: when accepted, the request, what ``decide`` said of it, and
     wsproto's frame layer for the open connection; the refusal when the client was refused (it is
     written; the caller counts it), whoever refused it; None when the client went away.  The
-    caller bounds the time it may take."""
-    handshake = H11Handshake(ConnectionType.SERVER)
-    raw = bytearray()
+    caller bounds the time it may take.
+
+    ``inflate_limit``: compression is on (PROTOCOL.md section 9): a client offering
+    permessage-deflate, and not declining it with ``?compress=0``, gets it, its compressed
+    messages inflated up to that many bytes (``max_message_bytes``)."""
+    reader = RequestReader()
     while True:
         data = await gate.receive_some()
         if not data:
             return None
-        raw += data
-        try:
-            handshake.receive_data(data)
-            request = next((e for e in handshake.events() if isinstance(e, Request)), None)
-        except RemoteProtocolError as exc:  # not a WebSocket upgrade: wsproto says which status
-            hint = exc.event_hint if isinstance(exc.event_hint, RejectConnection) else RejectConnection()
-            refusal = UNSUPPORTED_VERSION if hint.status_code == UNSUPPORTED_VERSION.status else BAD_REQUEST
-            return await _refuse(gate, handshake, refusal, list(hint.headers))
+        request = reader.feed(data)
         if request is not None:
             break
-        if len(raw) > MAX_REQUEST_BYTES:  # h11 refuses this too; do not wait for it
-            return await _refuse(gate, handshake, REQUEST_TOO_LARGE)
-    head, _, trailing = bytes(raw).lstrip(b"\r\n").partition(b"\r\n\r\n")
-    if len(head) > MAX_REQUEST_BYTES:  # h11 bounds only a head still incomplete after a read
-        return await _refuse(gate, handshake, REQUEST_TOO_LARGE)
-    if not head.split(b"\r\n", 1)[0].endswith(b" HTTP/1.1"):
-        # RFC 6455 4.1: the upgrade is an HTTP/1.1 request (h11 also parses 1.0).
-        return await _refuse(gate, handshake, BAD_REQUEST)
-    headers = request_headers(request.extra_headers)
-    if isinstance(headers, Refusal):
-        return await _refuse(gate, handshake, headers)
-    upgrade = UpgradeRequest(request.target, headers, trailing)
-    decision = decide(upgrade)
+    if isinstance(request, Refusal):
+        return await _refuse(gate, request)
+    decision = decide(request)
     if isinstance(decision, Refusal):
-        return await _refuse(gate, handshake, decision)
-    await gate.send(handshake.send(AcceptConnection()))
-    connection = handshake.connection
-    assert connection is not None  # set by the accept
-    return upgrade, decision, connection
+        return await _refuse(gate, decision)
+    deflate = None
+    if inflate_limit is not None and request.offers and not client_declines(request.target):
+        deflate = shared_deflate(inflate_limit)
+    answer, connection, negotiated = accept_upgrade(request, deflate)
+    if negotiated:
+        request = evolve(request, deflate=True)
+    await gate.send(answer)
+    return request, decision, connection
 
 
-async def _refuse(gate: WriteGate, handshake: H11Handshake, refusal: Refusal, headers: list[tuple[bytes, bytes]] | None = None) -> Refusal:
-    body = refusal.body
-    headers = [*(headers or []), (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
-    data = handshake.send(RejectConnection(status_code=refusal.status, headers=headers, has_body=True))
-    data += handshake.send(RejectData(data=body, body_finished=True))
-    await gate.send(data)
+def accept_upgrade(request: UpgradeRequest, deflate: DeflateExtension | None) -> tuple[bytes, Connection, bool]:
+    """The 101 answering ``request``, the open connection's frame layer, and whether
+    permessage-deflate was negotiated (``deflate``: it may be, with this extension object)."""
+    if deflate is None:
+        return accept_answer(request.headers["sec-websocket-key"]), Connection(ConnectionType.SERVER), False
+    built: list[Connection] = []
+
+    def answer() -> bytes:
+        # RFC 7692 section 5: the offers in the client's order; the extension accepts the first it
+        # can honour and declines the rest.
+        accepted = None
+        for offer in request.offers:
+            if offer.split(";", 1)[0].strip() == deflate.name and (accepted := deflate.accept(offer)) is not None:
+                break
+        # Built inside the negotiation: wsproto keeps only the extensions enabled() at that moment.
+        built.append(Connection(ConnectionType.SERVER, [deflate]))  # type: ignore[list-item]  # a duck-typed Extension
+        return accept_answer(request.headers["sec-websocket-key"], None if accepted is None else f"{deflate.name}; {accepted}")
+
+    data, negotiated = deflate.negotiate(answer)
+    return data, built[0], negotiated
+
+
+async def _refuse(gate: WriteGate, refusal: Refusal) -> Refusal:
+    await gate.send(refusal_answer(refusal))
     return refusal
+
+
+REFUSE_READ_WAIT = 0.5
+"""Seconds ``refuse_at_once`` waits for the request's first bytes."""
+
+
+async def refuse_at_once(gate: WriteGate, refusal: Refusal) -> None:
+    """Answer ``refusal`` without parsing the request (the server is past its handshake bound:
+    parsing is the cost it cannot take now).  The request's first bytes are read first, if they
+    come within REFUSE_READ_WAIT: closing a socket with unread data resets it, and the client
+    would lose the answer."""
+    with trio.move_on_after(REFUSE_READ_WAIT):
+        await gate.receive_some()
+    await gate.send(refusal_answer(refusal))

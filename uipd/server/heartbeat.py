@@ -23,9 +23,10 @@ async def supervise_heartbeats(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Every ``tick`` seconds: queue the pings that are due (each client on its own, jittered
-    schedule) and drop clients silent for longer than the heartbeat timeout.  Never awaits a
-    client: a ping is a frame in the client's queue, and any pong the client's receive loop
-    reads counts as a sign of life."""
+    schedule) and drop clients silent for longer than the heartbeat timeout.  A pass looks only
+    at the clients something is due for (the core's deadline heap, ``Hub.heartbeats``), and its
+    pings all go out in the flusher's next pass.  Never awaits a client: a ping is a frame in the
+    client's queue, and any pong the client's receive loop reads counts as a sign of life."""
     task_status.started()
     while True:
         await trio.sleep(tick)

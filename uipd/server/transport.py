@@ -28,6 +28,9 @@ import trio
 import wsproto
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import CloseConnection, Event, Pong
+from wsproto.frame_protocol import FrameDecoder, FrameProtocol
+
+from uipd.core.closecodes import MESSAGE_TOO_BIG
 
 PINNED_WSPROTO = "1.3.2"
 
@@ -49,7 +52,7 @@ class TransportClosed(Exception):
 class WriteGate:
     """Wraps the client's stream: serializes every writer and offers a synchronous write."""
 
-    __slots__ = ("stream", "_lock", "_pending", "_broken", "_closed", "_fd")
+    __slots__ = ("stream", "_lock", "_pending", "_broken", "_closed", "_fd", "_drained")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
@@ -60,6 +63,9 @@ class WriteGate:
         self._broken = False
         self._closed = False
         """Set by ``aclose``: the descriptor number may already belong to another connection."""
+        self._drained = False
+        """The last read took less than it asked for: the socket is most likely empty, so the
+        next read waits first (an idle client's pong costs one read, not a read that fails too)."""
         try:
             self._fd: int | None = stream.socket.fileno()  # type: ignore[attr-defined]
         except AttributeError:  # not a socket (e.g. a TLS stream): no fast path
@@ -158,6 +164,9 @@ class WriteGate:
         fd = self._fd
         if fd is None:
             return await self.stream.receive_some(max_bytes)
+        waited = self._drained and not self._closed
+        if waited:
+            await trio.lowlevel.wait_readable(fd)
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("the connection was closed")
@@ -169,8 +178,13 @@ class WriteGate:
                 raise trio.BrokenResourceError(exc) from exc
             if data is None:
                 await trio.lowlevel.wait_readable(fd)
+                waited = True
                 continue
-            await trio.lowlevel.checkpoint()  # a client that keeps sending must not starve the others
+            self._drained = len(data) < max_bytes
+            if not waited:
+                # A client that keeps sending must not starve the others (a wait was a checkpoint:
+                # a second one would cost an idle client's pong a second task switch).
+                await trio.lowlevel.checkpoint()
             return data
 
     async def send_eof(self) -> None:
@@ -183,6 +197,16 @@ class WriteGate:
     async def aclose(self) -> None:
         self._closed = True
         await self.stream.aclose()
+
+    def close_now(self) -> bool:
+        """Close a plain socket at once, without a checkpoint (``aclose_forcefully``'s cancelled
+        one raised and caught a Cancelled per connection: the most of a 19,000-client drain).
+        False: not a plain socket (TLS): ``aclose`` it."""
+        if self._fd is None:
+            return False
+        self._closed = True
+        self.stream.socket.close()  # type: ignore[attr-defined]
+        return True
 
 
 class WebSocketTransport:
@@ -234,6 +258,8 @@ class WebSocketTransport:
             if isinstance(event, CloseConnection):
                 if protocol.state is before:
                     self.violation = True  # wsproto parses nothing more after this
+                    if event.code == MESSAGE_TOO_BIG.code:  # our inflater's bound (uipd.server.deflate), not "error in extension"
+                        event = CloseConnection(event.code, MESSAGE_TOO_BIG.reason)
                 else:
                     self.peer_close = event
             events.append(event)
@@ -259,10 +285,14 @@ class WebSocketTransport:
         return self.close_sent
 
     async def write(self, data: bytes) -> None:
-        """Write already-framed bytes (and any pending remainder first).  Cancelling it mid-write
-        can leave a partial frame on the wire: the connection must be dropped then."""
+        """Write already-framed bytes (and any pending remainder first; ``b""``: only that, also
+        after our close frame, which it may end with).  Cancelling it mid-write can leave a
+        partial frame on the wire: the connection must be dropped then."""
         try:
-            await self.gate.send_unless(data, self._closing)
+            if data:
+                await self.gate.send_unless(data, self._closing)
+            else:
+                await self.gate.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise TransportClosed from None
 
@@ -270,22 +300,28 @@ class WebSocketTransport:
         """The pong answering a client's ping (queued like any control frame)."""
         return self._protocol.send(Pong(payload))
 
-    async def close(self, code: int, reason: str) -> None:
-        """Send our close frame, or the answer to the peer's; raises TransportClosed if the
-        connection broke.  The caller bounds the wait."""
-        if self.close_sent:
-            return
+    def close_frame(self, code: int, reason: str) -> bytes:
+        """Our close frame, or the answer to the peer's, for the caller to write; from now on
+        nothing else may be written (``close_sent``).  The flusher's pass writes it directly
+        (a drain closes every client in one pass, no task each); ``close`` awaits it."""
         protocol = self._protocol
         if protocol.state is ConnectionState.REMOTE_CLOSING and self.peer_close is not None:
             frame = protocol.send(self.peer_close.response())
         else:
             frame = protocol.send(CloseConnection(code, reason))
+        self.close_sent = True
+        return frame
+
+    async def close(self, code: int, reason: str) -> None:
+        """Send our close frame, or the answer to the peer's; raises TransportClosed if the
+        connection broke.  The caller bounds the wait."""
+        if self.close_sent:
+            return
+        frame = self.close_frame(code, reason)
         try:
-            await self.gate.send_unless(frame, self._closing)
+            await self.gate.send_all(frame)  # under the gate's lock: after any write under way
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise TransportClosed from None
-        finally:
-            self.close_sent = True
 
 
 def check_pinned_internals() -> list[str]:
@@ -298,4 +334,12 @@ def check_pinned_internals() -> list[str]:
         problems.append("wsproto's Connection.events no longer drains _events with a truth test")
     if inspect.getsource(Connection).count("self._events.append") != 1:  # the receive_data(None) one
         problems.append("wsproto's Connection queues events of its own in more places")
+    # uipd.server.deflate.DeflateExtension: a duck-typed extension that reads the parsed header.
+    decoder = inspect.getsource(FrameDecoder.process_buffer)
+    if "frame_inbound_payload_data(self" not in decoder or "frame_inbound_complete(self, self.header.fin)" not in decoder:
+        problems.append("wsproto's FrameDecoder no longer calls the inbound extension hooks with itself and its header set")
+    if hasattr(FrameDecoder, "__slots__"):
+        problems.append("wsproto's FrameDecoder has slots: the inflater of a message cannot be kept on it")
+    if "ext.enabled()" not in inspect.getsource(FrameProtocol.__init__):
+        problems.append("wsproto's FrameProtocol no longer drops the extensions a handshake did not enable")
     return problems

@@ -25,6 +25,8 @@ from uipd.server.transport import TransportClosed
 
 if TYPE_CHECKING:
     from uipd.core.hub import Hub, Session
+    from uipd.core.outbound import OutboundQueue
+    from uipd.core.recovery import Position
     from uipd.server.flusher import Flusher
     from uipd.server.transport import WebSocketTransport
 
@@ -41,6 +43,10 @@ class ConnectionWriter:
         "_writing", "_due", "_write_scope",
     )
 
+    deflate = False
+    """The client negotiated permessage-deflate: it is written each frame's compressed variant.
+    A class attribute (the compressing connection classes set it), so no connection pays a slot."""
+
     def __init__(
         self,
         hub: Hub,
@@ -53,6 +59,8 @@ class ConnectionWriter:
         client_id: str,
         allowed_topics: frozenset[str] | None = None,
         expires_in: float | None = None,
+        topics: tuple[str, ...] | None = None,
+        since: dict[str, Position] | None = None,
     ) -> None:
         self.hub = hub
         self.remote = remote
@@ -70,7 +78,9 @@ class ConnectionWriter:
         ``hub.connect`` queues must not make the flusher see a connection with no session yet (if
         ``connect`` raises, nothing refers to this half-built connection)."""
         self._write_scope: trio.CancelScope | None = None
-        self.session: Session = hub.connect(client_id, now(), self._wake, allowed_topics=allowed_topics, expires_in=expires_in)
+        self.session: Session = hub.connect(
+            client_id, now(), self._wake, allowed_topics=allowed_topics, expires_in=expires_in, topics=topics, since=since
+        )
         flusher.schedule(self)  # its connection message and SNAPSHOT
 
     def fault(self, step: str, exc: BaseException | None = None) -> None:
@@ -102,6 +112,11 @@ class ConnectionWriter:
         if queue.closing is None and not queue.resync_pending and self.transport.direct_write_possible:
             frames = queue.take()
             if frames:
+                encoded = self._encoded(frames)
+                if encoded is None:  # a large frame is to be compressed off the loop first
+                    self._start_writer(frames)
+                    return
+                frames = encoded
                 gate = self.transport.gate
                 gate.write_now(frames)
                 flusher = self.flusher
@@ -110,15 +125,64 @@ class ConnectionWriter:
                 if not gate.needs_flush:
                     queue.written()
                     return
-        elif not len(queue) and queue.closing is None and not queue.resync_pending:
+        elif queue.closing is not None:
+            if self._close_now(queue):
+                return
+        elif not len(queue) and not queue.resync_pending:
             return
         self._start_writer()  # the rest of a partial write, a close, a resync, or no direct path
 
-    def _start_writer(self) -> None:
+    def _close_now(self, queue: OutboundQueue) -> bool:
+        """A close is due: when the socket can take it, write the queued frames and our close
+        frame with one system call in this pass, as ``_close`` would have in a task (a drain
+        closes every client in one flusher pass instead of starting a writer task each).  True:
+        done, the peer has close_timeout to answer (or a writer task was started with the frames
+        taken: one of them is to be compressed off the loop first); False: a writer task is
+        needed (the socket is busy or took only part, frames are held behind a recovery answer,
+        or a violation's EOF)."""
+        transport = self.transport
+        if not transport.direct_write_possible or transport.violation or queue.resync_pending:
+            return False
+        frames = queue.take()
+        encoded = self._encoded(frames)
+        if encoded is None:
+            self._start_writer(frames)
+            return True
+        frames = encoded
+        held = bool(len(queue))  # the close goes after them: the writer's
+        if not held:
+            closing = queue.closing
+            assert closing is not None
+            frames.append(transport.close_frame(closing.code, closing.reason))
+        gate = transport.gate
+        if frames:
+            gate.write_now(frames)
+            flusher = self.flusher
+            flusher.writes += 1
+            flusher.frames_written += len(frames)
+        if gate.needs_flush:
+            return False  # the writer writes the rest (our close frame, if out, at its end)
+        queue.written()
+        if held:
+            return False
+        self._close_sent()
+        return True
+
+    def _encoded(self, frames: list[bytes]) -> list[bytes] | None:
+        """The bytes to write for frames taken from the queue: for a compressing client each
+        frame's compressed variant (None: a large one is not built yet, see ``Compressor.ready``)."""
+        compression = self.flusher.compression
+        if self.deflate:
+            return compression.variants(frames)
+        compression.plain_bytes += sum(map(len, frames))
+        return frames
+
+    def _start_writer(self, taken: list[bytes] | None = None) -> None:
+        """Start the writer task; ``taken``: frames already taken from the queue, written first."""
         self.flusher.writer_starts += 1
         self._writing = True
         try:
-            self.nursery.start_soon(self._write_loop)
+            self.nursery.start_soon(self._write_loop, taken)
         except RuntimeError:  # the connection is over (its nursery is closed)
             self._writing = False
 
@@ -139,12 +203,28 @@ class ConnectionWriter:
         if not self._writing:
             self._start_writer()
 
-    async def _write_loop(self) -> None:
+    async def _write_loop(self, taken: list[bytes] | None = None) -> None:
         queue = self.session.outbound
         transport = self.transport
+        compression = self.flusher.compression
         try:
             while True:
                 frames = queue.take()
+                if taken:
+                    frames, taken = taken + frames, None
+                if frames and self.deflate:
+                    await compression.ready(frames)  # large frames: off the loop, once for everyone
+                    frames = compression.variants(frames, inline=True) or []
+                    if queue.closing is None and transport.direct_write_possible:
+                        # As the flusher's pass would have: no copy of a shared snapshot per
+                        # client (the join below); what the kernel does not take stays pending.
+                        transport.gate.write_now(frames)
+                        if not transport.gate.needs_flush:
+                            queue.written()
+                            continue
+                        frames = []  # the rest is pending: written (awaited) below
+                elif frames:
+                    compression.plain_bytes += sum(map(len, frames))
                 if frames or transport.gate.needs_flush:
                     # Once a close is due, every write must end within close_timeout: a client
                     # that stopped reading is dropped then, whatever the close.
@@ -191,10 +271,18 @@ class ConnectionWriter:
                     await transport.gate.send_eof()
             except (TransportClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                 scope.cancel()
-        if scope.cancelled_caught or transport.closed:
-            self.abort()  # done (or broken): the server closes the TCP connection first
+        if scope.cancelled_caught:
+            self.abort()  # broken: nothing more to wait for
             return
-        scope = self.nursery.cancel_scope  # the receive loop waits for the peer's close until then
+        self._close_sent()
+
+    def _close_sent(self) -> None:
+        """Our close frame is out: done if the peer's came first (the server closes the TCP
+        connection first), else the receive loop waits close_timeout for the peer's."""
+        if self.transport.closed:
+            self.abort()
+            return
+        scope = self.nursery.cancel_scope
         scope.deadline = min(scope.deadline, trio.current_time() + self.close_timeout)
 
 
@@ -213,11 +301,12 @@ class TlsWriter(ConnectionWriter):
         """Set while the writer waits for frames; the flusher's pass (``_start_writer``) wakes it."""
         super().__init__(*args, **kwargs)
 
-    def _start_writer(self) -> None:
+    def _start_writer(self, taken: list[bytes] | None = None) -> None:
         parked = self._parked
         if parked is None:
-            super()._start_writer()
+            super()._start_writer(taken)
             return
+        assert not taken  # frames are taken in the flusher's pass only with a direct write path (never TLS)
         self._parked = None
         self._writing = True
         parked.set()

@@ -13,6 +13,11 @@ export interface UseUipdResult {
   state: Record<string, Entity[]>;
   /** Recent alerts, newest first. */
   alerts: AlertMessage[];
+  /** Topics for which alerts may have been missed (the server could not replay them after a
+   * reconnect: `alertsLost`), until dismissed; empty when nothing was lost. */
+  alertsMayBeMissed: string[];
+  /** Clear alertsMayBeMissed (the user has seen the warning). */
+  dismissAlertsMayBeMissed(): void;
   subscribe(topics: string | string[]): void;
   unsubscribe(topics: string | string[]): void;
 }

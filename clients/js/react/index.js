@@ -14,6 +14,8 @@ export function useUipd(url, options = {}) {
   const [client, setClient] = useState(null);
   const [status, setStatus] = useState('idle');
   const [alerts, setAlerts] = useState([]);
+  // Topics the server said alerts may have been missed for (alertsLost), until dismissed.
+  const [alertsMayBeMissed, setAlertsMayBeMissed] = useState([]);
   const [version, bump] = useReducer((n) => n + 1, 0);
   // Options are read when the client is created: a new object each render must not reconnect.
   const optionsRef = useRef(clientOptions);
@@ -26,6 +28,7 @@ export function useUipd(url, options = {}) {
       c.on('change', bump),
       c.on('subscribed', bump),
       c.on('alert', (alert) => setAlerts((list) => [alert, ...list].slice(0, maxAlerts))),
+      c.on('alertsLost', (topics) => setAlertsMayBeMissed((list) => [...new Set([...list, ...topics])])),
     ];
     c.connect();
     setClient(c);
@@ -47,6 +50,8 @@ export function useUipd(url, options = {}) {
     status,
     state,
     alerts,
+    alertsMayBeMissed,
+    dismissAlertsMayBeMissed: () => setAlertsMayBeMissed([]),
     subscribe: (topics) => client?.subscribe(topics),
     unsubscribe: (topics) => client?.unsubscribe(topics),
   };

@@ -7,6 +7,7 @@ import { Backoff } from './backoff.js';
 import { Emitter } from './emitter.js';
 import { Liveness } from './liveness.js';
 import { handshakeStatus, shouldRetry } from './policy.js';
+import { Positions, recoveryUrl } from './positions.js';
 import { TopicState } from './state.js';
 
 const OPEN = 1;
@@ -28,6 +29,7 @@ export class UipdClient extends Emitter {
   #options;
   #WebSocket;
   #state = new TopicState();
+  #positions = new Positions();
   #backoff;
   #liveness = new Liveness();
   #socket = null;
@@ -37,6 +39,19 @@ export class UipdClient extends Emitter {
   #closeWaiters = [];
   // What the user asked for; null = the server's default set. Re-sent after every reconnect.
   #wanted = null;
+  // How this socket was opened: with topics/since on its URL (the server restores the set and
+  // recovers), and the subscribe to send once it is open when not every position fit on the URL.
+  #recovering = false;
+  #later = null;
+  // A server that refused topics=/since= (HTTP 400 or 403; a browser's WebSocket does not tell,
+  // so there: two failed handshakes in a row) gets a plain handshake next, and `since` in a subscribe once open:
+  // the connect SNAPSHOT's sections of those topics are skipped, the answer to it brings them.
+  #plainNext = false;
+  #failedRecoveries = 0;
+  #gotConnection = false; // the current socket's `connection` message arrived
+  #sinceAfterOpen = null;
+  #skipSections = null;
+  #urlTopics = null;
 
   /**
    * @param {string} url ws://host:port/ of the daemon
@@ -86,6 +101,12 @@ export class UipdClient extends Emitter {
   /** The topics the client holds state for. */
   stateTopics() {
     return this.#state.topics();
+  }
+
+  /** The last position applied for a topic (`{seq, epoch}`), or undefined when the server sent none. */
+  position(topic) {
+    const p = this.#positions.get(topic);
+    return p ? { ...p } : undefined;
   }
 
   /** Add topics to the subscription set (the first call replaces the server's default set). */
@@ -157,7 +178,7 @@ export class UipdClient extends Emitter {
     this.#setStatus('connecting', { attempt: this.#backoff.attempt });
     let socket;
     try {
-      socket = new this.#WebSocket(this.#connectUrl());
+      socket = new this.#WebSocket(this.#openUrl());
     } catch (err) {
       // A malformed URL can never work.
       this.emit('error', { code: 'bad_url', message: String(err?.message ?? err), fatal: true });
@@ -165,6 +186,8 @@ export class UipdClient extends Emitter {
       return;
     }
     this.#socket = socket;
+    this.#gotConnection = false;
+    this.#positions.newConnection();
     let httpStatus;
     // Until the server's `connection` message arrives we do not know its heartbeat: a handshake
     // that stalls (frozen daemon, black-holed port) is cut by connectTimeout instead.
@@ -192,21 +215,24 @@ export class UipdClient extends Emitter {
     switch (msg?.type) {
       case 'connection':
         return this.#onConnection(msg);
-      case 'SNAPSHOT': {
-        const changed = this.#state.applySnapshot(msg.data);
-        // A section for a topic we no longer want (a request raced an unsubscribe) is not kept.
-        this.#prune();
-        this.emit('snapshot', msg);
-        for (const topic of changed) if (this.#state.has(topic)) this.emit('change', { topic, reason: msg.resync ? 'resync' : 'snapshot' });
+      case 'SNAPSHOT':
+        return this.#onSnapshot(msg);
+      case 'UPDATE': {
+        const { apply, ask } = this.#positions.message(msg);
+        if (apply) {
+          this.#state.applyUpdate(msg.topic, msg.data, msg.removed);
+          this.emit('update', msg);
+          this.emit('change', { topic: msg.topic, reason: 'update' });
+        }
+        if (ask) this.#askAgain(msg.topic);
         return;
       }
-      case 'UPDATE':
-        this.#state.applyUpdate(msg.topic, msg.data, msg.removed);
-        this.emit('update', msg);
-        this.emit('change', { topic: msg.topic, reason: 'update' });
+      case 'ALERT': {
+        const { emit, ask } = this.#positions.message(msg);
+        if (emit) this.emit('alert', msg);
+        if (ask) this.#askAgain(msg.topic);
         return;
-      case 'ALERT':
-        return this.emit('alert', msg);
+      }
       case 'SUBSCRIBED':
         this.subscriptions = msg.topics;
         return this.emit('subscribed', msg.topics);
@@ -219,11 +245,73 @@ export class UipdClient extends Emitter {
         if (error.code === 'unknown_topic' && Array.isArray(error.topics) && this.#wanted) {
           for (const t of error.topics) this.#wanted.delete(t);
         }
+        // An ask that was refused (rate_limited, ...) is not coming: the next gap asks again.
+        this.#positions.askFailed(error.topics);
         return this.emit('error', { ...error, fatal: false });
       }
       default:
         return this.emit('message', msg);
     }
+  }
+
+  #onSnapshot(msg) {
+    const skip = this.#skipSections;
+    if (skip) {
+      this.#skipSections = null;
+      msg = { ...msg, data: without(msg.data, skip), positions: without(msg.positions, skip) };
+    }
+    const { alerts, recovered, alertsLost } = this.#positions.snapshot(msg);
+    const changed = this.#state.applySnapshot(msg.data);
+    if (this.#recovering && this.#wanted !== null && !('positions' in msg)) {
+      // A server before version 1.1 ignored topics= on the URL: restore the set as it expects.
+      this.#recovering = false;
+      this.#restoreSubscriptions();
+    }
+    // A section for a topic we no longer want (a request raced an unsubscribe) is not kept.
+    this.#prune();
+    this.emit('snapshot', msg);
+    for (const topic of changed) if (this.#state.has(topic)) this.emit('change', { topic, reason: msg.resync ? 'resync' : 'snapshot' });
+    if (this.#urlTopics && this.#recovering) {
+      // The set named on the URL is in force (the connect SNAPSHOT is its answer): said once, as
+      // a SUBSCRIBED reply would have said it.
+      this.#urlTopics = null;
+      this.emit('subscribed', this.subscriptions);
+    }
+    for (const alert of alerts) this.emit('alert', alert);
+    if (recovered.length) this.emit('recovered', recovered);
+    if (alertsLost.length) this.emit('alertsLost', alertsLost);
+  }
+
+  /** Messages of a topic were lost on the way: ask the server for them (section 8). */
+  #askAgain(topic) {
+    const since = this.#positions.sinceOf(topic);
+    if (!since) return;
+    // The first subscribe of a connection replaces the server's default set: a client that never
+    // chose a set names the one the server gave it, so the ask adds nothing and drops nothing.
+    const topics = this.#wanted === null ? this.#positions.topics() : this.#wanted.has(ALL) ? [ALL] : [topic];
+    this.#send({ action: 'subscribe', topics, since });
+  }
+
+  /** The plain-handshake fallback: the subscribe that restores the set and asks for the positions. */
+  #recoverAfterOpen(since) {
+    const offered = (t) => this.topics.includes(t);
+    since = Object.fromEntries(Object.entries(since).filter(([t]) => offered(t)));
+    const names = Object.keys(since);
+    const topics = this.#wanted === null ? names : [...this.#wanted].filter((t) => t === ALL || offered(t));
+    if (!names.length || !topics.length) {
+      if (this.#wanted !== null) this.#restoreSubscriptions();
+      return;
+    }
+    this.#skipSections = new Set(names);
+    this.#positions.asking(names);
+    this.#send({ action: 'subscribe', topics, since, snapshot: true });
+  }
+
+  #restoreSubscriptions() {
+    // The first subscribe of a connection replaces the default set; snapshot:true brings the
+    // state of topics the default set did not cover.
+    const topics = [...this.#wanted].filter((t) => t === ALL || this.topics.includes(t));
+    this.#send({ action: 'subscribe', topics, snapshot: true });
   }
 
   #onConnection(msg) {
@@ -232,7 +320,8 @@ export class UipdClient extends Emitter {
     this.#backoff.reset();
     this.clientId = msg.clientId ?? null;
     this.topics = Array.isArray(msg.topics) ? msg.topics : [];
-    this.subscriptions = null;
+    // topics= on the URL is the connection's first subscribe; no SUBSCRIBED confirms it.
+    this.subscriptions = this.#urlTopics ? [...new Set(this.#urlTopics)].sort() : null;
     if (Number.isFinite(msg.heartbeatInterval) && msg.heartbeatInterval > 0) this.heartbeatInterval = msg.heartbeatInterval;
     const socket = this.#socket;
     this.#liveness.start(
@@ -243,12 +332,13 @@ export class UipdClient extends Emitter {
     );
     // Topics the (possibly restarted) server no longer offers cannot be kept up to date.
     this.#state.retain((t) => this.topics.includes(t)).forEach((topic) => this.emit('change', { topic, reason: 'removed' }));
-    if (this.#wanted !== null) {
-      // Restore the subscription set: the first subscribe of a connection replaces the default
-      // set; snapshot:true brings the state of topics the default set did not cover.
-      const topics = [...this.#wanted].filter((t) => t === ALL || this.topics.includes(t));
-      this.#send({ action: 'subscribe', topics, snapshot: true });
-    }
+    this.#positions.retain((t) => this.topics.includes(t));
+    this.#gotConnection = true;
+    this.#failedRecoveries = 0;
+    if (this.#later) this.#send(this.#later);
+    else if (this.#sinceAfterOpen) this.#recoverAfterOpen(this.#sinceAfterOpen);
+    else if (this.#wanted !== null && !this.#recovering) this.#restoreSubscriptions();
+    this.#later = this.#sinceAfterOpen = null;
     this.#setStatus('open', { clientId: this.clientId });
     this.emit('connection', msg);
   }
@@ -257,6 +347,18 @@ export class UipdClient extends Emitter {
     this.#socket = null;
     this.#clearTimers();
     if (this.#closedByUser) return;
+    if (this.#recovering && !this.#gotConnection) {
+      // Refused our topics=/since= (a topic gone after a restart, `all` outside a JWT claim)?
+      // Once more without them; a refusal of the client itself comes again and is final then.
+      this.#failedRecoveries += 1;
+      // The native WebSocket hides every HTTP status: there two failures in a row count as one.
+      const hidden = httpStatus === undefined && this.#WebSocket === globalThis.WebSocket;
+      if (httpStatus === 400 || httpStatus === 403 || (hidden && this.#failedRecoveries >= 2)) {
+        this.#plainNext = true;
+        this.#failedRecoveries = 0;
+        httpStatus = undefined;
+      }
+    }
     const retry = this.#options.reconnect !== false && shouldRetry({ code, reason, httpStatus });
     if (!retry) {
       const fatal = !shouldRetry({ code, reason, httpStatus });
@@ -330,6 +432,7 @@ export class UipdClient extends Emitter {
   #prune() {
     const wanted = this.#wanted;
     if (wanted === null || wanted.has(ALL)) return;
+    this.#positions.retain((t) => wanted.has(t));
     this.#state.retain((t) => wanted.has(t)).forEach((topic) => this.emit('change', { topic, reason: 'unsubscribed' }));
   }
 
@@ -340,6 +443,30 @@ export class UipdClient extends Emitter {
     url.searchParams.set('token', token);
     return url.toString();
   }
+
+  /** The URL of the next handshake: with the set, and the positions to recover once we have some. */
+  #openUrl() {
+    const since = this.#positions.since((t) => this.#wanted === null || this.#wanted.has(ALL) || this.#wanted.has(t));
+    const topics = this.#wanted === null ? null : [...this.#wanted].filter((t) => t === ALL || !this.topics.length || this.topics.includes(t));
+    this.#later = null;
+    // Also the first connection names its set on the URL: one SNAPSHOT of those topics, rather
+    // than one of the server's default set and then one of ours.
+    const positioned = (Object.keys(since).length > 0 || topics !== null) && (topics === null || topics.length > 0);
+    this.#recovering = positioned && !this.#plainNext;
+    this.#sinceAfterOpen = positioned && this.#plainNext ? since : null;
+    this.#plainNext = false;
+    this.#urlTopics = this.#recovering ? topics : null;
+    if (!this.#recovering) return this.#connectUrl();
+    const { url, later } = recoveryUrl(this.#connectUrl(), topics, since);
+    this.#later = later;
+    return url;
+  }
+}
+
+/** An object without the keys in `skip` (undefined stays undefined). */
+function without(obj, skip) {
+  if (!obj || typeof obj !== 'object') return obj;
+  return Object.fromEntries(Object.entries(obj).filter(([k]) => !skip.has(k)));
 }
 
 function list(topics) {

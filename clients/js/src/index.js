@@ -3,6 +3,7 @@
 
 export { UipdClient } from './client.js';
 export { TopicState } from './state.js';
+export { Positions, recoveryUrl } from './positions.js';
 export { Backoff } from './backoff.js';
 export { shouldRetry } from './policy.js';
 

@@ -42,3 +42,21 @@ test('useUipd renders state, status and alerts, and closes the client on unmount
   await until(() => client.status === 'closed', { what: 'the client to close on unmount' });
   await until(async () => (await daemon.stats()).clients === 0, { what: 'the server to see the close' });
 });
+
+test('useUipd lists the topics alerts may have been missed for after a restart, until dismissed', async () => {
+  let latest;
+  function Probe() {
+    latest = useUipd(daemon.wsUrl, { WebSocket, topics: ['news'], backoff: { minDelay: 50, maxDelay: 200 } });
+    return null;
+  }
+  const renderer = TestRenderer.create(createElement(Probe));
+  await until(() => latest?.client?.position('news'), { what: 'a position' });
+  assert.deepEqual(latest.alertsMayBeMissed, []);
+  await daemon.stop('SIGKILL');
+  await daemon.spawn(); // same port, a new epoch: nothing can be replayed
+  await until(() => latest.alertsMayBeMissed.length === 1, { timeout: 10000, what: 'alertsMayBeMissed' });
+  assert.deepEqual(latest.alertsMayBeMissed, ['news']);
+  latest.dismissAlertsMayBeMissed();
+  await until(() => latest.alertsMayBeMissed.length === 0, { what: 'the dismissal' });
+  renderer.unmount();
+});

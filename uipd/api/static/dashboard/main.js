@@ -63,6 +63,19 @@ client.on('close', (c) => {
   else if (c.code !== 1000) banner(`Cannot connect to ${wsUrl}. Is the daemon running? Give its address as ?ws=ws://host:port/`, 'error');
 });
 
+// After a reconnect the daemon replays what was missed; when it cannot (it restarted, or the gap
+// is older than its history), it says so per topic: the user is told, until they dismiss it.
+const alertsLost = new Set();
+client.on('alertsLost', (topics) => {
+  for (const t of topics) alertsLost.add(t);
+  $('#alerts-lost-text').textContent = `Alerts may have been missed for: ${[...alertsLost].join(', ')}`;
+  $('#alerts-lost').hidden = false;
+});
+$('#alerts-lost-dismiss').addEventListener('click', () => {
+  alertsLost.clear();
+  $('#alerts-lost').hidden = true;
+});
+
 function banner(text, kind = 'info') {
   const node = $('#banner');
   node.textContent = text;

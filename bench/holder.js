@@ -1,0 +1,49 @@
+'use strict';
+// Holds N idle WebSocket clients for bench/many.py, with the kit's minimal client (loadgen/rawws.js):
+//   node bench/holder.js RAWWS_JS WS_URL CLIENTS SOURCE_IP [CONCURRENCY]
+// Prints one JSON line when all are connected ({"ready":n,"failed":f,"ms":t}), then, for every
+// broadcast ALERT whose data carries "mark":K, one line once every ready client has it:
+// {"mark":K,"firstAt":ms,"lastAt":ms,"got":n} (wall clock in ms, the publisher's clock too).
+// Pings are answered by rawws.js. Exits when stdin closes.
+const RawWS = require(process.argv[2]);
+const [url, total, ip] = [process.argv[3], Number(process.argv[4]), process.argv[5]];
+const concurrency = Number(process.argv[6] || 200);
+const { performance } = require('perf_hooks');
+const nowMs = () => performance.timeOrigin + performance.now();
+const MARK = Buffer.from('"mark":');
+let ready = 0, failed = 0, next = 0;
+const marks = new Map(); // mark -> {got, firstAt, lastAt}
+const clients = [];
+
+function open() {
+  return new Promise((resolve) => {
+    const ws = new RawWS(url, { handshakeTimeout: 60000, localAddress: ip });
+    let seen = 0, done = false;
+    const finish = (ok) => { if (!done) { done = true; ok ? ready++ : failed++; resolve(); } };
+    ws.on('message', (data) => {
+      if (seen < 2) { if (++seen === 2) finish(true); return; } // connection, SNAPSHOT
+      const i = data.indexOf(MARK);
+      if (i < 0) return;
+      const k = parseInt(data.toString('latin1', i + MARK.length, i + MARK.length + 12), 10);
+      const t = nowMs();
+      let m = marks.get(k);
+      if (!m) { m = { got: 0, firstAt: t, lastAt: t }; marks.set(k, m); }
+      m.got++; m.lastAt = t;
+      if (m.got === ready) process.stdout.write(JSON.stringify({ mark: k, firstAt: m.firstAt, lastAt: m.lastAt, got: m.got }) + '\n');
+    });
+    ws.on('close', () => finish(false));
+    ws.on('error', () => finish(false));
+    ws.on('unexpected-response', () => finish(false));
+    clients.push(ws);
+  });
+}
+
+(async () => {
+  const t0 = nowMs();
+  await Promise.all(Array.from({ length: Math.min(concurrency, total) }, async () => {
+    while (next < total) { next++; await open(); }
+  }));
+  process.stdout.write(JSON.stringify({ ready, failed, ms: Math.round(nowMs() - t0) }) + '\n');
+})();
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
