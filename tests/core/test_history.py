@@ -82,3 +82,17 @@ def test_backfill_stops_at_a_gap_and_fills_an_empty_history() -> None:
     empty = TopicHistory(10, 60)
     empty.backfill([HistoryEntry(s, b"o", False, 0.0) for s in (1, 3, 4)])
     assert seqs(empty.after(2, 0.0)) == [3, 4]
+
+
+def test_a_byte_bound_drops_the_oldest_messages_and_always_keeps_the_newest():
+    history = TopicHistory(size=1000, ttl=300.0, max_bytes=250)
+    for seq in range(1, 6):
+        history.append(seq, b"x" * 100, False, now=0.0)
+    assert (history.first_seq, history.last_seq, history.bytes) == (4, 5, 200)
+    assert history.after(2, now=0.0) is None  # message 3 is gone: the gap cannot be replayed
+    assert [e.seq for e in history.after(3, now=0.0)] == [4, 5]
+    history.append(6, b"y" * 1000, False, now=0.0)  # larger than the bound on its own: still kept
+    assert (history.first_seq, history.last_seq, history.bytes) == (6, 6, 1000)
+    history.configure(1000, 300.0, 0)  # no byte bound any more
+    history.append(7, b"z" * 1000, False, now=0.0)
+    assert history.messages == 2

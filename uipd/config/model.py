@@ -169,6 +169,9 @@ class HistoryConfig:
     and ``alertsLost``, unless it is at the topic's head)."""
     ttl: float = field(default=300.0, validator=positive)
     """Seconds a message is kept at most."""
+    max_bytes: int = field(default=32 * 1024 * 1024, validator=attrs.validators.ge(0))
+    """Bytes of messages kept per topic in this process at most (the oldest go first); 0: no bound.
+    The Redis stream is bounded by ``size`` only."""
     max_replay: int = field(default=500, validator=attrs.validators.ge(0))
     """Messages one topic's recovery replays at most; more: a snapshot section and ``missedAlerts``."""
 

@@ -33,6 +33,10 @@ class TopicHistory:
     """Messages kept at most; 0: no history."""
     ttl: float = 0.0
     """Seconds a message is kept at most."""
+    max_bytes: int = 0
+    """Bytes of frames kept at most (the oldest go first; the newest is always kept); 0: no bound.
+    A count alone does not bound memory: a topic whose source replaces 400 KB of state per
+    message would hold 400 MB at the default size."""
     _entries: deque[HistoryEntry] = field(factory=deque)
     bytes: int = 0
     """Bytes of the frames held."""
@@ -53,9 +57,9 @@ class TopicHistory:
         self._entries.clear()
         self.bytes = 0
 
-    def configure(self, size: int, ttl: float) -> None:
+    def configure(self, size: int, ttl: float, max_bytes: int = 0) -> None:
         """New bounds (a reload): applied at once to what is kept."""
-        self.size, self.ttl = size, ttl
+        self.size, self.ttl, self.max_bytes = size, ttl, max_bytes
         if not size:
             self.clear()
         else:
@@ -76,6 +80,9 @@ class TopicHistory:
         entries = self._entries
         while len(entries) > self.size:
             self.bytes -= len(entries.popleft().frame)
+        if self.max_bytes:
+            while self.bytes > self.max_bytes and len(entries) > 1:
+                self.bytes -= len(entries.popleft().frame)
 
     def expire(self, now: float) -> None:
         """Drop the entries older than ``ttl``."""
@@ -136,3 +143,4 @@ class TopicHistory:
         run = run[-room:]
         kept.extendleft(reversed(run))
         self.bytes += sum(len(e.frame) for e in run)
+        self._trim_count()  # (the byte bound drops the oldest: what was just backfilled goes first)

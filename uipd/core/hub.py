@@ -76,7 +76,7 @@ class Hub:
     def _configure_history(self, names: Iterable[str]) -> None:
         s = self._settings
         for name in names:
-            self.topics.topics[name].history.configure(s.history_size, s.history_ttl)
+            self.topics.topics[name].history.configure(s.history_size, s.history_ttl, s.history_max_bytes)
 
     @property
     def settings(self) -> HubSettings:

@@ -33,5 +33,7 @@ class HubSettings:
     """Messages kept per topic for recovery (PROTOCOL.md section 8); 0: no history."""
     history_ttl: float = 300.0
     """Seconds a message is kept in history at most."""
+    history_max_bytes: int = 32 * 1024 * 1024
+    """Bytes of frames kept in one topic's history at most; 0: no bound."""
     max_replay: int = 500
     """Messages one topic's recovery replays at most (more: a snapshot section and ``missedAlerts``)."""

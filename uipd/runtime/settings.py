@@ -25,5 +25,6 @@ def hub_settings(config: Config) -> HubSettings:
         snapshot_burst_bytes=float(s.snapshot_burst_bytes),
         history_size=h.size,
         history_ttl=float(h.ttl),
+        history_max_bytes=h.max_bytes,
         max_replay=h.max_replay,
     )
