@@ -293,3 +293,34 @@ async def test_recoveries_past_the_history_queue_are_answered_at_once_with_alert
             assert refused and n2.broker.history.unread == len(refused)
             assert all(t < 0.35 for t, _ in refused)  # not held for the read (0.4 s at least)
             assert all(a["recovered"] == ["accidents"] for t, a in answers if (t, a) not in refused)
+
+
+async def test_a_recovery_answer_that_fails_closes_that_client_only_and_the_reader_goes_on(prefix, monkeypatch):
+    """The reader's fault boundary: one client's answer raising closes it 1011; the next client
+    recovered through the same reader, on the same session with Redis, gets its replay."""
+    async with running_daemon(config(prefix, "n1")) as n1:
+        await until(lambda: n1.broker.ready)
+        await publish(n1, range(1, 6))
+        epoch = epoch_of(n1)
+        async with running_daemon(config(prefix, "n2")) as n2:  # started later: its recoveries read Redis
+            await until(lambda: n2.broker.ready)
+            real = Hub.complete_recovery
+            calls = []
+
+            def failing_once(hub, pending, fetched, now):
+                calls.append(pending.session.id)
+                if len(calls) == 1:
+                    raise RuntimeError("injected: the answer cannot be built")
+                return real(hub, pending, fetched, now)
+
+            monkeypatch.setattr(Hub, "complete_recovery", failing_once)
+            sessions = n2.broker._sessions
+            victim = await RawClient.connect(n2.ws_port, since_url(1, epoch))
+            assert (await victim.recv_json())["type"] == "connection"
+            assert await victim.expect_close() == 1011
+            canary, answer = await recover(n2, 1, epoch)
+            assert answer["recovered"] == ["accidents"] and len(calls) >= 1  # (served from the history the first read backfilled)
+            replayed = [await canary.recv_json() for _ in range(4)]
+            assert [m["seq"] for m in replayed] == [2, 3, 4, 5]
+            assert n2.broker.ready and n2.broker._sessions == sessions  # the session with Redis went on
+            await canary.aclose()

@@ -24,7 +24,7 @@ import trio
 from attrs import define, field
 
 from uipd.cluster.scripts import READ_SCRIPT, HistoryRange, Keys, StreamEntry, decode_body, read_call, read_reply
-from uipd.core import wire
+from uipd.core import closecodes, wire
 from uipd.core.clock import Instant
 from uipd.core.history import HistoryEntry
 from uipd.core.hub import Hub
@@ -98,7 +98,19 @@ class RedisHistory:
         self.unread += len(pendings)
         now = self.now()
         for pending in pendings:
-            self.hub.complete_recovery(pending, {topic: None for topic in pending.remote}, now)
+            self._complete(pending, {topic: None for topic in pending.remote}, now)
+
+    def _complete(self, pending: PendingRecovery, fetched: dict[str, list[HistoryEntry] | None], now: Instant) -> None:
+        """Answer one recovery.  The fault boundary of one client: an answer that cannot be built
+        closes that client (1011; its queue would stay held otherwise) and is logged once; the
+        batch's other clients and the broker's session with Redis go on."""
+        try:
+            self.hub.complete_recovery(pending, fetched, now)
+        except Exception:
+            session = pending.session
+            log.error("client %s: its recovery answer failed; closing it", session.id, exc_info=True)
+            internal = closecodes.INTERNAL_ERROR
+            session.outbound.request_close(internal.code, internal.reason, flush=False)
 
     async def _read(self, client: Any, call: Callable[[Awaitable[Any], str], Awaitable[Any]], batch: list[PendingRecovery]) -> None:
         size = self.hub.settings.history_size
@@ -129,4 +141,4 @@ class RedisHistory:
             for topic, (since, upto) in pending.remote.items():
                 entries = got.get((topic, pending.since_by_topic[topic].epoch))
                 fetched[topic] = None if entries is None else [e for e in entries if since < e.seq <= upto]
-            self.hub.complete_recovery(pending, fetched, now)
+            self._complete(pending, fetched, now)
