@@ -4,8 +4,13 @@
 // Prints one JSON line when all are connected ({"ready":n,"failed":f,"ms":t}), then, for every
 // broadcast ALERT whose data carries "mark":K, one line once every ready client has it:
 // {"mark":K,"firstAt":ms,"lastAt":ms,"got":n} (wall clock in ms, the publisher's clock too).
-// Pings are answered by rawws.js. Exits when stdin closes.
-const RawWS = require(process.argv[2]);
+// Pings are answered by rawws.js.  The server's close frames are counted by code (bench/drain.py):
+// once every ready client's connection has ended it prints {"allClosed":n,...}, and when stdin
+// closes (then it exits) or on SIGTERM/SIGINT it prints {"closes":{"1001":n,...},
+// "closeFrames":n,"firstCloseAt":ms,"lastCloseAt":ms,"lastEndAt":ms,"open":n}: closeFrames counts
+// the close frames received, lastCloseAt when the last one arrived, lastEndAt when the last TCP
+// connection ended; "closes" keys "none" for connections that ended with no close frame.
+const BaseWS = require(process.argv[2]);
 const [url, total, ip] = [process.argv[3], Number(process.argv[4]), process.argv[5]];
 const concurrency = Number(process.argv[6] || 200);
 const { performance } = require('perf_hooks');
@@ -14,6 +19,26 @@ const MARK = Buffer.from('"mark":');
 let ready = 0, failed = 0, next = 0;
 const marks = new Map(); // mark -> {got, firstAt, lastAt}
 const clients = [];
+const closes = {}; // close code (or "none") -> connections of ready clients that ended with it
+let closeFrames = 0, firstCloseAt = null, lastCloseAt = null, lastEndAt = null, ended = 0, allReady = false;
+// rawws.js answers a close frame at once (a close frame of its own, then end()): that is the
+// moment the server's close frame was parsed.
+class RawWS extends BaseWS {
+  _sendFrame(op, payload) {
+    if (op === 0x8 && !this._closeSent && this._gotClose === undefined) {
+      const t = nowMs();
+      this._gotClose = this._closeCode;
+      closeFrames++; if (firstCloseAt === null) firstCloseAt = t; lastCloseAt = t;
+    }
+    return super._sendFrame(op, payload);
+  }
+}
+function summary() {
+  return { closes, closeFrames, firstCloseAt, lastCloseAt, lastEndAt, open: ready - ended };
+}
+function maybeAllClosed() {
+  if (allReady && ended === ready) process.stdout.write(JSON.stringify({ allClosed: ended, ...summary() }) + '\n');
+}
 
 function open() {
   return new Promise((resolve) => {
@@ -31,7 +56,14 @@ function open() {
       m.got++; m.lastAt = t;
       if (m.got === ready) process.stdout.write(JSON.stringify({ mark: k, firstAt: m.firstAt, lastAt: m.lastAt, got: m.got }) + '\n');
     });
-    ws.on('close', () => finish(false));
+    ws.on('close', () => {
+      if (!done) { finish(false); return; }
+      if (seen < 2) return; // not a ready client
+      const key = ws._gotClose === undefined ? 'none' : String(ws._gotClose);
+      closes[key] = (closes[key] || 0) + 1;
+      ended++; lastEndAt = nowMs();
+      maybeAllClosed();
+    });
     ws.on('error', () => finish(false));
     ws.on('unexpected-response', () => finish(false));
     clients.push(ws);
@@ -44,6 +76,11 @@ function open() {
     while (next < total) { next++; await open(); }
   }));
   process.stdout.write(JSON.stringify({ ready, failed, ms: Math.round(nowMs() - t0) }) + '\n');
+  allReady = true;
+  if (ended) maybeAllClosed();
 })();
-process.stdin.on('end', () => process.exit(0));
+const stop = () => { process.stdout.write(JSON.stringify(summary()) + '\n'); process.exit(0); };
+process.stdin.on('end', stop);
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
 process.stdin.resume();

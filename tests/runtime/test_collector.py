@@ -44,7 +44,9 @@ async def test_the_task_freezes_survivors_reclaims_and_restores_the_thresholds(m
     freezes, collects, unfreezes = [], [], []
     monkeypatch.setattr(collector.gc, "freeze", lambda: freezes.append(1))
     monkeypatch.setattr(collector.gc, "unfreeze", lambda: unfreezes.append(1))
-    monkeypatch.setattr(collector.gc, "collect", lambda generation=2: collects.append(generation) or 0)
+    garbage = [1]  # what each collection finds
+    monkeypatch.setattr(collector.gc, "collect", lambda generation=2: collects.append(generation) or garbage[0])
+    monkeypatch.setattr(collector.gc, "get_count", lambda: (collector.YOUNG_GARBAGE_FLOOR, 0, 0))
     closed, paused = [0], [False]
     async with trio.open_nursery() as nursery:
         await nursery.start(lambda task_status: manage_collector(lambda: closed[0], lambda: 10, lambda: paused[0], interval=1.0, task_status=task_status))
@@ -56,6 +58,13 @@ async def test_the_task_freezes_survivors_reclaims_and_restores_the_thresholds(m
         assert collects[-1] == 1
         await trio.sleep(1.0)
         assert collects[-1] == 2 and unfreezes == [1]  # the full pass, between an unfreeze and a freeze
+        garbage[0] = 0  # the young collections find nothing: put off for YOUNG_BACKOFF, the freezes go on
+        await trio.sleep(1.0)
+        n, frozen = len(collects), len(freezes)
+        await trio.sleep(collector.YOUNG_BACKOFF - 2.5)  # ticks fall between the test's wake-ups, never on them
+        assert len(collects) == n and len(freezes) >= frozen + int(collector.YOUNG_BACKOFF - 3)
+        await trio.sleep(2.5)
+        assert len(collects) == n + 1
         paused[0] = True
         n = len(collects)
         closed[0] += 10 * RECLAIM_FLOOR
@@ -64,3 +73,15 @@ async def test_the_task_freezes_survivors_reclaims_and_restores_the_thresholds(m
         nursery.cancel_scope.cancel()
     assert gc.get_threshold() == before
 
+
+
+def test_young_collections_wait_while_they_find_nothing_and_never_run_for_a_quiet_second() -> None:
+    young = collector.YoungPolicy()
+    floor, backoff = collector.YOUNG_GARBAGE_FLOOR, collector.YOUNG_BACKOFF
+    assert not young.due(floor - 1, 0.0)  # an idle second: almost nothing made that was not freed
+    assert young.due(floor, 0.0)
+    young.collected(0, 0.0)
+    assert not young.due(10 * floor, backoff - 0.1)  # a storm of live objects: no walk every second
+    assert young.due(10 * floor, backoff)
+    young.collected(5, backoff)
+    assert young.due(floor, backoff + 1.0)  # it found garbage: every second again

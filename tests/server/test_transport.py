@@ -83,3 +83,40 @@ async def test_an_idle_connection_is_one_task_and_no_handshake_state(daemon):
     await client.send_raw(b"\x89\x80\x00\x00\x00\x00")  # a ping from the client is still answered
     await client.send_json({"action": "ping"})
     assert (await client.recv_json())["type"] == "PONG"
+
+
+def _server_transport() -> "WebSocketTransport":
+    from wsproto.connection import Connection, ConnectionType
+
+    from uipd.server.transport import WebSocketTransport
+
+    return WebSocketTransport(None, Connection(ConnectionType.SERVER))  # type: ignore[arg-type]
+
+
+_PONG = b"\x8a\x80" + b"\x01\x02\x03\x04"  # FIN + pong, masked, no payload, its mask key
+
+
+def test_a_lone_empty_pong_at_a_frame_boundary_needs_no_parsing_and_nothing_else_is_taken_for_one():
+    transport = _server_transport()
+    assert transport.lone_pong(_PONG)
+    assert not transport.lone_pong(_PONG + _PONG)  # two frames: parsed
+    assert not transport.lone_pong(b"\x8a\x81" + b"\x01\x02\x03\x04" + b"x"[:0])  # says 1 byte of payload
+    assert not transport.lone_pong(b"\x89\x80\x01\x02\x03\x04")  # a ping needs its pong
+    assert not transport.lone_pong(b"\x8a\x00\x00\x00\x00\x00")  # unmasked: a violation wsproto must see
+    assert not transport.lone_pong(b"\xca\x80\x01\x02\x03\x04")  # RSV1 set on a control frame: a violation
+    # Half a text frame read: the same six bytes are its continuation, not a pong.
+    transport.feed(b"\x81\x86\x00\x00\x00\x00ab")
+    assert not transport.lone_pong(_PONG)
+    transport.feed(b"cdef")
+    assert transport.lone_pong(_PONG)  # the frame is complete: a boundary again
+    # A pong between two fragments of one message is at a frame boundary, and the message goes on.
+    (first,) = transport.feed(b"\x01\x82\x00\x00\x00\x00ab")
+    assert not first.message_finished and transport.lone_pong(_PONG)
+    (last,) = transport.feed(b"\x80\x82\x00\x00\x00\x00cd")
+    assert last.data == "cd" and last.message_finished
+
+
+def test_no_pong_is_taken_as_such_once_the_peer_has_closed():
+    transport = _server_transport()
+    transport.feed(b"\x88\x82\x00\x00\x00\x00\x03\xe8")  # close 1000
+    assert transport.peer_close is not None and not transport.lone_pong(_PONG)

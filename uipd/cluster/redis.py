@@ -36,10 +36,12 @@ Client: coredis 6 (anyio, so it runs on trio; pinned).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import coredis
@@ -81,6 +83,57 @@ logging.getLogger("coredis").addFilter(_no_empty_traceback)
 class BrokerTimeout(TimeoutError):
     """Redis did not answer within ``command_timeout``: the session is over, as if the connection
     were lost (a blackholed link looks exactly like this)."""
+
+
+@define
+class LoopDeadlines:
+    """Bounds on waits for Redis counted in time this loop ran.  A trio deadline fires at the
+    first pass after a synchronous stall of the loop (CPU-bound accepts, handshakes), before the
+    reader task that has the reply in its socket runs: a stall longer than ``command_timeout``
+    looked like a Redis that did not answer, and ended the session.  Here a watchdog wakes every
+    ``tick`` and adds how late it woke (the loop did not run) to every armed bound, so only time
+    the loop ran counts; the bounds are checked only when it wakes, after the readers had a pass."""
+
+    _armed: dict[trio.CancelScope, float] = field(factory=dict, init=False)
+    running: bool = field(default=False, init=False)
+
+    @contextmanager
+    def bound(self, timeout: float) -> Iterator[trio.CancelScope]:
+        """A cancel scope cancelled once ``timeout`` s of loop time passed (see ``cancelled_caught``)."""
+        with trio.CancelScope() as scope:
+            self.arm(scope, timeout)
+            try:
+                yield scope
+            finally:
+                self._armed.pop(scope, None)
+
+    def arm(self, scope: trio.CancelScope, timeout: float) -> None:
+        if self.running:
+            self._armed[scope] = trio.current_time() + timeout
+        else:  # no watchdog (not under RedisBroker.run): a plain deadline
+            scope.deadline = trio.current_time() + timeout
+
+    def disarm(self, scope: trio.CancelScope) -> None:
+        self._armed.pop(scope, None)
+        scope.deadline = math.inf
+
+    async def run(self, tick: Callable[[], float]) -> None:
+        self.running = True
+        try:
+            while True:
+                due = trio.current_time() + tick()
+                await trio.sleep_until(due)
+                now = trio.current_time()
+                late = max(0.0, now - due)
+                for scope, deadline in list(self._armed.items()):
+                    deadline += late
+                    if now >= deadline:
+                        del self._armed[scope]
+                        scope.cancel()
+                    else:
+                        self._armed[scope] = deadline
+        finally:
+            self.running = False
 
 
 def _first(group: BaseException) -> BaseException:
@@ -134,6 +187,8 @@ class RedisBroker:
     _leases: dict[str, str] = field(factory=dict, init=False)
     """Lease name (a leader source's name) -> the token this node holds it with: a fresh one per
     acquisition, so a publication from an earlier tenure is fenced off even if the lease came back."""
+    deadlines: LoopDeadlines = field(factory=LoopDeadlines, init=False)
+    """Every wait on Redis is bounded through these: a stall of this loop is not Redis' silence."""
 
     def __attrs_post_init__(self) -> None:
         self.keys = Keys(self.prefix)
@@ -274,7 +329,12 @@ class RedisBroker:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Stay connected to Redis for the daemon's life: retry with backoff, resync on recovery.
         Logs once per change of state (up, down), not once per attempt."""
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.deadlines.run, lambda: self.command_timeout / 4)
+            task_status.started()
+            await self._run()
+
+    async def _run(self) -> None:
         backoff = Backoff(0.5, 5.0)
         reported_down = False
 
@@ -300,51 +360,65 @@ class RedisBroker:
     async def _session(self, on_up: Callable[[], None]) -> None:
         timeout = self.command_timeout
         # No retries inside coredis: a command retried after a timeout could publish twice, and a
-        # subscriber that reconnects by itself would miss messages without the resync below.  Its
-        # keepalive PINGs the subscriber connection when idle for ping_interval (bounded by the
-        # stream timeout), so a silent subscriber ends the session too.
-        async with (
-            coredis.Redis.from_url(self.url, stream_timeout=timeout, connect_timeout=timeout, retry_policy=NoRetryPolicy()) as client,
-            client.pubsub(
-                channels=[self.keys.channel], retry_policy=NoRetryPolicy(), subscription_timeout=timeout, max_idle_seconds=self.ping_interval
-            ) as pubsub,
-        ):
-            back = self._sessions > 0
-            if back and await self._seed_state(client):
-                log.warning("cluster broker: Redis had lost the cluster's state; this node wrote its own back (under new epochs)")
-            count_join = not back and bool(self.hub.sessions)
-            loaded = await self._sync(client, back)
-            self._sessions += 1
-            self.client = client
-            self.ready = True
-            on_up()
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self.outbox.run, client, self._call)
-                    nursery.start_soon(self.nodes.run, client, self._call)
-                    nursery.start_soon(self._ping_loop, client)
-                    nursery.start_soon(self.history.run, client, self._call)
-                    async for message in pubsub:
-                        if message["type"] == "message" and not self._apply(message["data"], loaded, count_join):
-                            # Another epoch: reloaded here (the channel's messages wait meanwhile)
-                            # like a node coming back, then the message is applied or skipped.
-                            loaded = await self._sync(client, back=True)
-                            self._apply(message["data"], loaded, count_join=False)
-            finally:  # not ready from the moment the session fails, not once its connections are closed
-                self.ready, self.client = False, None
+        # subscriber that reconnects by itself would miss messages without the resync below.  No
+        # timeouts inside coredis either (its stream timeout and its subscriber keepalive are
+        # wall-clock deadlines, tripped by a stall of this loop): every wait is bounded by
+        # self.deadlines, the subscription here, each command in _call, and _ping_loop PINGs the
+        # subscriber connection too, so a silent subscriber still ends the session.
+        setup = trio.CancelScope()
+        with setup:
+            self.deadlines.arm(setup, timeout)
+            async with (
+                coredis.Redis.from_url(self.url, connect_timeout=timeout, retry_policy=NoRetryPolicy()) as client,
+                client.pubsub(
+                    channels=[self.keys.channel], retry_policy=NoRetryPolicy(), subscription_timeout=60 * timeout, max_idle_seconds=math.inf
+                ) as pubsub,
+            ):
+                self.deadlines.disarm(setup)
+                await self._subscribed(client, pubsub, on_up)
+        if setup.cancelled_caught:
+            raise BrokerTimeout(f"Redis did not answer the subscription within {timeout} s")
+
+    async def _subscribed(self, client: Any, pubsub: Any, on_up: Callable[[], None]) -> None:
+        """The session once subscribed: load (or catch up), then publish, receive and PING until it fails."""
+        back = self._sessions > 0
+        if back and await self._seed_state(client):
+            log.warning("cluster broker: Redis had lost the cluster's state; this node wrote its own back (under new epochs)")
+        count_join = not back and bool(self.hub.sessions)
+        loaded = await self._sync(client, back)
+        self._sessions += 1
+        self.client = client
+        self.ready = True
+        on_up()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.outbox.run, client, self._call)
+                nursery.start_soon(self.nodes.run, client, self._call)
+                nursery.start_soon(self._ping_loop, client, pubsub)
+                nursery.start_soon(self.history.run, client, self._call)
+                async for message in pubsub:
+                    if message["type"] == "message" and not self._apply(message["data"], loaded, count_join):
+                        # Another epoch: reloaded here (the channel's messages wait meanwhile)
+                        # like a node coming back, then the message is applied or skipped.
+                        loaded = await self._sync(client, back=True)
+                        self._apply(message["data"], loaded, count_join=False)
+        finally:  # not ready from the moment the session fails, not once its connections are closed
+            self.ready, self.client = False, None
 
     async def _call(self, request: Awaitable[T], what: str) -> T:
-        """Every Redis call goes through here: bounded by ``command_timeout``."""
-        with trio.move_on_after(self.command_timeout):
+        """Every Redis call goes through here: bounded by ``command_timeout`` of loop time (``deadlines``)."""
+        with self.deadlines.bound(self.command_timeout):
             return await request
         raise BrokerTimeout(f"Redis did not answer {what} within {self.command_timeout} s")
 
-    async def _ping_loop(self, client: Any) -> None:
-        """Ends the session (raises) when Redis stops answering, so the node is not ready while it
-        cannot publish or receive, and resyncs its clients once Redis answers again."""
+    async def _ping_loop(self, client: Any, pubsub: Any) -> None:
+        """Ends the session (raises) when Redis stops answering, on the command connection or the
+        subscriber's, so the node is not ready while it cannot publish or receive, and catches up
+        once Redis answers again."""
         while True:
             await trio.sleep(self.ping_interval)
             await self._call(client.ping(), "PING")
+            await self._call(pubsub.connection.create_request(b"PING"), "the subscriber's PING")
 
     # -- the cluster view ---------------------------------------------------------------------------------
 

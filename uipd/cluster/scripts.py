@@ -239,8 +239,10 @@ return out
 # state and seqs so the cluster's state survives; not its epochs, nor any history: the load that
 # follows makes a new epoch per topic, so no client is ever replayed across the loss.  KEYS: as
 # LOAD_SCRIPT's.  ARGV: n topics, then per topic: name, seq, number of entities, id/json pairs.
+# Lost data is no seq hash and no epoch hash: a cluster that loaded but never published has epochs
+# and no seq hash, and taking it for a loss made every reconnect rotate the epochs and resync all.
 SEED_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then
   return 0
 end
 redis.call('DEL', KEYS[2], KEYS[3])

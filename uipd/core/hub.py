@@ -111,11 +111,11 @@ class Hub:
         if topics is not None:
             subscriptions = SubscriptionSet(set(topics), explicit=True)
         else:
-            default = set(s.default_topics)
+            default = frozenset(s.default_topics)
             if allowed_topics is not None:
                 offered = [t for t in self.topics.names if t in allowed_topics]
-                default = set(offered) if ALL in default else default & allowed_topics
-            subscriptions = SubscriptionSet(default)
+                default = frozenset(offered) if ALL in default else default & allowed_topics
+            subscriptions = SubscriptionSet.default(default)
         session = Session(
             id=client_id,
             subscriptions=subscriptions,

@@ -55,6 +55,10 @@ _SNAPSHOT = Delivery.SNAPSHOT
 _PONG = Delivery.PONG
 _QUEUED = Offer.QUEUED
 
+_NO_FRAMES: list[bytes] = ()  # type: ignore[assignment]
+"""An empty queue's frames, shared: an idle client holds no list of its own (``_push`` makes one).
+Never appended to: every change of ``_frames`` first checks for it."""
+
 
 @frozen
 class CloseRequest:
@@ -69,9 +73,10 @@ class OutboundQueue:
     max_bytes: int
     wake: Callable[[], None] = lambda: None
     """Called when the writer has something new to do (injected by the shell)."""
-    _frames: list[bytes] = field(factory=list)
+    _frames: list[bytes] = _NO_FRAMES
     """A list, not a deque: frames are only appended and taken all at once, and an empty list is
-    ~10x smaller than an empty deque (it matters with many idle clients)."""
+    ~10x smaller than an empty deque (it matters with many idle clients); ``_NO_FRAMES`` while
+    nothing is queued, so an idle client holds none at all."""
     _kinds: list[Delivery] = field(factory=list)
     """The delivery class of each queued frame (a parallel list: no tuple allocated per delivery)."""
     queued_bytes: int = 0
@@ -146,7 +151,10 @@ class OutboundQueue:
         return True
 
     def _push(self, frame: bytes, kind: Delivery) -> None:
-        idle = not self._frames
+        frames = self._frames
+        idle = not frames
+        if frames is _NO_FRAMES:
+            self._frames = frames = []  # the list ``take`` used to make, made when it is needed
         if kind is _DROPPABLE:
             self.queued_bytes += len(frame)
         elif kind is _SNAPSHOT:
@@ -154,8 +162,8 @@ class OutboundQueue:
         else:
             self.queued_bytes += len(frame)
             if kind is _PONG:
-                self._pong_at = len(self._frames)
-        self._frames.append(frame)
+                self._pong_at = len(frames)
+        frames.append(frame)
         self._kinds.append(kind)
         if idle:
             self.wake()
@@ -187,6 +195,8 @@ class OutboundQueue:
             if self._frames:
                 self.wake()  # what waited behind the hold may go now
             return
+        if self._frames is _NO_FRAMES:
+            self._frames = []
         self._frames[at:at] = frames
         self._kinds[at:at] = [_SNAPSHOT] * len(frames)
         self.queued_snapshot_bytes += sum(map(len, frames)) if size is None else size
@@ -218,7 +228,7 @@ class OutboundQueue:
             return
         self.closing = CloseRequest(code, reason, flush)
         if not flush:
-            self._frames.clear()
+            self._frames = _NO_FRAMES
             self._kinds.clear()
             self.queued_bytes = self.queued_snapshot_bytes = 0
             self._pong_at = -1
@@ -232,7 +242,9 @@ class OutboundQueue:
         if self._hold_at >= 0:
             return self._take_held()
         frames = self._frames
-        self._frames = []
+        if frames is _NO_FRAMES:
+            frames = []  # the caller's to extend (a close frame goes after them)
+        self._frames = _NO_FRAMES
         self._kinds.clear()
         self._pong_at = -1  # a pong in flight is not replaced any more: the next ping queues its own
         self.inflight_bytes += self.queued_bytes
@@ -242,6 +254,8 @@ class OutboundQueue:
 
     def _take_held(self) -> list[bytes]:
         at = self._hold_at
+        if self._frames is _NO_FRAMES:
+            self._frames = []
         frames, kinds = self._frames[:at], self._kinds[:at]
         del self._frames[:at], self._kinds[:at]
         self._hold_at = 0

@@ -7,8 +7,9 @@ while 19,000 clients connected, the full passes grew with them (0.1 s, 0.2 s ...
 5,000 clients), and together took about half of the time to open them all; idle, the objects
 each pong left behind still set one off every few seconds, most of an idle daemon's CPU.
 
-So: once a second the young generations are collected (cheap: they hold only what was made since)
-and everything still alive is frozen (``gc.freeze``): moved where no collection looks.  A full pass
+So: once a second the young generations are collected (cheap: they hold only what was made since;
+skipped when that second made almost nothing it did not free, see YOUNG_GARBAGE_FLOOR) and
+everything still alive is frozen (``gc.freeze``): moved where no collection looks.  A full pass
 then costs only what is new.  What frozen objects become garbage is freed by reference counting
 as ever, except cycles (a closed connection leaves ~4 objects in them): those wait for a
 *reclaim*, a full pass over everything (unfreeze, collect, freeze).  It walks ~50 objects per
@@ -39,10 +40,22 @@ log = logging.getLogger(__name__)
 
 FREEZE_INTERVAL = 1.0
 """Seconds between two freezes: an object alive this long is taken as long-lived."""
-YOUNG_THRESHOLD = 20_000
+YOUNG_THRESHOLD = 100_000
 """Allocations between two collections of the youngest generation (CPython's default: 700).  A
 handshake makes a few hundred tracked objects: at 700, a connection storm ran a young
-collection for about every second connection."""
+collection for about every second connection; at 20,000, four or five a second, each finding
+nothing (the freeze each second keeps the young generations to one second's objects anyway)."""
+YOUNG_GARBAGE_FLOOR = 2000
+"""Net tracked allocations since the last freeze (``gc.get_count()[0]``: made minus freed) below
+which the second's young objects are frozen without a collection.  Garbage cycles are never
+freed, so they show in that count; live objects that replaced freed ones do not.  An idle client
+at 19,000 leaves ~17 young live objects per pong (the coroutines and closures of its next
+wait), 32,000 a second that a ``collect(1)`` walked in ~30 ms, every second, to find nothing."""
+YOUNG_BACKOFF = 10.0
+"""Seconds between two young collections while they find nothing.  A connection storm's second
+makes ~90,000 tracked objects that live on (the new connections): a collection walked them in
+~50-100 ms to find no garbage, every second of the storm, a tenth of the time to open them all.
+Once a collection finds garbage, they run every second again until one finds none."""
 RECLAIM_FLOOR = 1000
 """Connections closed before a reclaim is considered at all."""
 RECLAIM_RATIO = 8
@@ -78,6 +91,24 @@ class ReclaimPolicy:
         self.frozen_at_reclaim, self.looked_at = frozen, now
 
 
+@define
+class YoungPolicy:
+    """When the young generations are collected before a freeze (the decision only): when they
+    may hold garbage (``net``: tracked objects made minus freed since the last freeze, at least
+    YOUNG_GARBAGE_FLOOR) and either the last collection found some or YOUNG_BACKOFF has passed.
+    Garbage frozen meanwhile waits for a reclaim (the frozen objects doubling triggers one)."""
+
+    found_last: int = 1
+    """What the last young collection found (1 at start: the first is not put off)."""
+    collected_at: float = float("-inf")
+
+    def due(self, net: int, now: float) -> bool:
+        return net >= YOUNG_GARBAGE_FLOOR and (self.found_last > 0 or now - self.collected_at >= YOUNG_BACKOFF)
+
+    def collected(self, found: int, now: float) -> None:
+        self.found_last, self.collected_at = found, now
+
+
 async def manage_collector(
     closed: Callable[[], int],
     open_: Callable[[], int],
@@ -92,7 +123,7 @@ async def manage_collector(
     thresholds are restored when this ends."""
     thresholds = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, thresholds[1], thresholds[2])
-    policy = ReclaimPolicy()
+    policy, young = ReclaimPolicy(), YoungPolicy()
     policy.reclaimed(closed(), gc.get_freeze_count(), trio.current_time())
     task_status.started()
     try:
@@ -108,7 +139,9 @@ async def manage_collector(
                 policy.reclaimed(closed(), gc.get_freeze_count(), trio.current_time())
                 log.debug("gc: reclaimed %d objects in %.0f ms; %d frozen", found, (trio.current_time() - started) * 1000, gc.get_freeze_count())
             else:
-                gc.collect(1)
-                gc.freeze()
+                now = trio.current_time()
+                if young.due(gc.get_count()[0], now):
+                    young.collected(gc.collect(1), now)
+                gc.freeze()  # moves the young lists whole: no walk
     finally:
         gc.set_threshold(*thresholds)

@@ -36,6 +36,7 @@ from uipd.server.clock import now
 from uipd.server.accept import AcceptEpisode, serve_listeners
 from uipd.server.connection import ClientConnection, serve_stream
 from uipd.server.flusher import Flusher
+from uipd.server.idle import IdleReader
 from uipd.server.heartbeat import supervise_heartbeats
 from uipd.sources.publisher import HubPublisher
 from uipd.runtime.metrics import Metrics
@@ -110,6 +111,8 @@ class Daemon:
     """Config reloads by result (``ok``, ``failed``)."""
     flusher: Flusher = field(factory=Flusher, init=False)
     """Writes every client's new frames, once per scheduler round (uipd.server.flusher)."""
+    idle_reader: IdleReader = field(factory=IdleReader, init=False)
+    """Reads the sockets of idle connections, their pongs without waking them (uipd.server.idle)."""
     api_app: ApiApp | None = field(default=None, init=False)
     _nursery: trio.Nursery | None = field(default=None, init=False)
     _probe_address: tuple[str, int] | None = field(default=None, init=False)
@@ -126,7 +129,7 @@ class Daemon:
         self.metrics = Metrics(self)
         self.broker = make_broker(self.config.broker, self.hub, now, self._node_stats)
         self.api_publisher = HubPublisher(self.hub, now, observe=self.metrics.observe_publish, broker=self.broker)
-        self.clients = ConnectionRegistry(self.hub, self.flusher, self.config.server, checked.authenticator)
+        self.clients = ConnectionRegistry(self.hub, self.flusher, self.config.server, checked.authenticator, self.idle_reader)
         self.runner = SourceRunner(self.hub, self.broker, self.config, observe=self.metrics.observe_publish)
         self.runner.plan(checked.sources)
 
@@ -195,6 +198,7 @@ class Daemon:
         async with trio.open_nursery() as nursery:  # the daemon's nursery: owns every task
             self._nursery = nursery
             await nursery.start(self.flusher.run)
+            await nursery.start(self.idle_reader.run)
             if "ws" in self.inherited_fds:  # systemd socket activation: the socket outlives restarts
                 tcp_listeners = [systemd.listener_from(self.inherited_fds["ws"])]
             else:

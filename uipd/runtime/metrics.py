@@ -52,11 +52,22 @@ class FlusherCounts(Protocol):
     compression: CompressionCounts
 
 
+class IdleCounts(Protocol):
+    """What is read of the idle reader (uipd.server.idle)."""
+
+    reads: int
+    consumed: int
+    woken: int
+
+    def __len__(self) -> int: ...
+
+
 class Observed(Protocol):
     """What the collector reads of a running daemon (uipd.runtime.daemon) at each scrape."""
 
     hub: Hub
     flusher: FlusherCounts
+    idle_reader: IdleCounts
     broker: object
     """Its ``lost_alerts`` and ``missed`` counters, when it has them (the Redis broker)."""
     reloads: Mapping[str, int]
@@ -138,6 +149,10 @@ class DaemonCollector(Collector):
         yield CounterMetricFamily("uipd_direct_writes", "Writes of a client's new frames straight to its socket (one writev each).", value=f.writes)
         yield CounterMetricFamily("uipd_direct_write_frames", "Frames in those writes (frames per write: how many messages share a system call).", value=f.frames_written)
         yield CounterMetricFamily("uipd_writer_tasks_started", "Writer tasks started for clients whose socket was full or that had a close or resync due.", value=f.writer_starts)
+        idle = d.idle_reader
+        yield GaugeMetricFamily("uipd_idle_parked_connections", "Connections whose receive loop is parked with the idle reader (their socket was drained).", value=len(idle))
+        yield CounterMetricFamily("uipd_idle_reads", "Reads of parked connections' sockets by the idle reader.", value=idle.reads)
+        yield CounterMetricFamily("uipd_idle_reads_consumed", "Of those, reads taken without waking the connection (a lone pong: a sign of life).", value=idle.consumed)
         z = f.compression
         yield GaugeMetricFamily("uipd_compressed_clients", "Connected clients that negotiated permessage-deflate.", value=z.clients)
         sent = CounterMetricFamily("uipd_frame_bytes_sent", "Bytes of frames written to clients: deflate = to clients that negotiated compression (as sent), plain = to the others.", labels=["encoding"])

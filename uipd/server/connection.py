@@ -1,7 +1,8 @@
 """One client connection, from the accepted TCP stream to its close.
 
 An open connection has one task: its receive loop, which never awaits anything but the next bytes
-from the peer (every reply is queued by the core).  A writer task (:mod:`uipd.server.writer`)
+from the peer (every reply is queued by the core); while its socket is drained the loop is parked
+with the idle reader (:mod:`uipd.server.idle`), which takes its pongs without waking it.  A writer task (:mod:`uipd.server.writer`)
 exists only while frames wait for a full socket, or a close or resync is due.  Both run in the
 connection's own nursery, and whatever goes wrong inside a connection ends that connection only.
 """
@@ -24,6 +25,7 @@ from uipd.core.recovery import NO_ASK, parse_handshake_query
 from uipd.server.clock import monotonic, now, spread, wall
 from uipd.server.flusher import Flusher
 from uipd.server.handshake import UpgradeRequest, open_handshake, refuse_at_once
+from uipd.server.idle import IdleReader
 from uipd.server.transport import TransportClosed, WebSocketTransport, WriteGate
 from uipd.server.writer import ConnectionWriter, TlsWriter
 
@@ -64,13 +66,16 @@ class ClientConnection(ConnectionWriter):
             while not transport.closed:
                 if not data:
                     try:
-                        data = await transport.gate.receive_some()
+                        data = await transport.gate.receive_some(consume=self._idle_bytes)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         return
                     if not data:
                         return  # the peer closed TCP
                 else:
                     await trio.lowlevel.checkpoint()  # between two slices of one read
+                if self._idle_bytes(data):
+                    data = b""
+                    continue
                 # wsproto parses every frame of what it is fed before we see the first: fed a slice
                 # at a time, a read full of tiny frames holds the loop a few ms at most.
                 chunk, data = (data, b"") if len(data) <= PARSE_BYTES else (data[:PARSE_BYTES], data[PARSE_BYTES:])
@@ -82,6 +87,15 @@ class ClientConnection(ConnectionWriter):
                     return
         finally:
             hub.disconnect(session)
+
+    def _idle_bytes(self, data: bytes) -> bool:
+        """Bytes read while nothing else was (by the receive loop, or by the idle reader for a
+        parked loop): True if they were a lone pong, an idle client's heartbeat answer, taken as
+        a sign of life with nothing to parse (see ``WebSocketTransport.lone_pong``)."""
+        if self.session.outbound.closing is None and self.transport.lone_pong(data):
+            self.hub.pong(self.session, monotonic())
+            return True
+        return False
 
     def _handle(self, events: list[Event]) -> bool:
         """Hand each event to the hub; True: parse nothing more (see ``Hub.peer_close``).  A frame
@@ -146,6 +160,8 @@ class ConnectionHost(Protocol):
 
     hub: Hub
     flusher: Flusher
+    idle_reader: IdleReader | None
+    """Where drained plain-socket connections wait for their next bytes (None: in trio's epoll)."""
 
     @property
     def server_config(self) -> ServerConfig:
@@ -193,7 +209,7 @@ async def serve_stream(stream: trio.abc.Stream, host: ConnectionHost) -> None:
     naming the client.  The daemon's accept loop starts this straight in the daemon's nursery:
     an idle connection's task stack is this frame, ``run`` and the read it waits in."""
     hub, config = host.hub, host.server_config
-    gate = WriteGate(stream)
+    gate = WriteGate(stream, host.idle_reader)
     client_id, ip = new_client_id(), "?"
     reserved = False  # admitted and not registered yet: a connection slot is held for this client
     ask = NO_ASK
@@ -233,6 +249,7 @@ async def serve_stream(stream: trio.abc.Stream, host: ConnectionHost) -> None:
         if handshake_scope.cancelled_caught:
             log.debug("client %s (%s): handshake timed out", client_id, ip)
             hub.counters.handshake_timeouts += 1
+        del handshake_scope  # this frame is on an idle connection's stack: kept for its life otherwise
         if not isinstance(outcome, tuple):
             if outcome is not None:
                 host.count_refusal(outcome)

@@ -30,7 +30,7 @@ Admitted = TypeVar("Admitted")
 
 async def open_handshake(
     gate: WriteGate, decide: Callable[[UpgradeRequest], Refusal | Admitted], *, inflate_limit: int | None = None
-) -> tuple[UpgradeRequest, Admitted, Connection] | Refusal | None:
+) -> tuple[UpgradeRequest, Admitted, Connection | None] | Refusal | None:
     """Run the handshake on ``gate``: when accepted, the request, what ``decide`` said of it, and
     wsproto's frame layer for the open connection; the refusal when the client was refused (it is
     written; the caller counts it), whoever refused it; None when the client went away.  The
@@ -62,11 +62,14 @@ async def open_handshake(
     return request, decision, connection
 
 
-def accept_upgrade(request: UpgradeRequest, deflate: DeflateExtension | None) -> tuple[bytes, Connection, bool]:
-    """The 101 answering ``request``, the open connection's frame layer, and whether
+def accept_upgrade(request: UpgradeRequest, deflate: DeflateExtension | None) -> tuple[bytes, Connection | None, bool]:
+    """The 101 answering ``request``, the open connection's frame layer (None: a plain one, made
+    by the transport when needed), and whether
     permessage-deflate was negotiated (``deflate``: it may be, with this extension object)."""
     if deflate is None:
-        return accept_answer(request.headers["sec-websocket-key"]), Connection(ConnectionType.SERVER), False
+        # No extension: the transport makes the frame layer when the client first sends a frame
+        # it must parse (an idle client never does: its pongs need none).
+        return accept_answer(request.headers["sec-websocket-key"]), None, False
     built: list[Connection] = []
 
     def answer() -> bytes:

@@ -26,20 +26,18 @@ from collections.abc import Callable, Sequence
 
 import trio
 import wsproto
-from wsproto.connection import Connection, ConnectionState
+from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Event, Pong
-from wsproto.frame_protocol import FrameDecoder, FrameProtocol
+from wsproto.frame_protocol import Buffer, FrameDecoder, FrameProtocol
 
 from uipd.core.closecodes import MESSAGE_TOO_BIG
+from uipd.server.idle import RECEIVE_BYTES, Consume, IdleReader
 
 PINNED_WSPROTO = "1.3.2"
 
 IOV_MAX = 1024
 """Buffers one writev may take (Linux)."""
 
-RECEIVE_BYTES = 16 * 1024
-"""Bytes asked of the socket per read: client messages are small, and a smaller read is a
-smaller transient allocation per wake-up."""
 
 
 _NO_EVENTS = ()
@@ -52,11 +50,15 @@ class TransportClosed(Exception):
 class WriteGate:
     """Wraps the client's stream: serializes every writer and offers a synchronous write."""
 
-    __slots__ = ("stream", "_lock", "_pending", "_broken", "_closed", "_fd", "_drained")
+    __slots__ = ("stream", "_lock", "_pending", "_broken", "_closed", "_fd", "_drained", "_idle")
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, idle: IdleReader | None = None) -> None:
         self.stream = stream
-        self._lock = trio.StrictFIFOLock()
+        self._idle = idle
+        """Where the receive loop parks while the socket is drained (plain sockets only)."""
+        self._lock: trio.StrictFIFOLock | None = None
+        """Serializes the waiting writers; made by the first (~330 bytes most connections, all
+        written by the flusher's direct path, never need)."""
         self._pending: Sequence[bytes | memoryview] = ()
         """What the fast path could not write (the rest of a frame, the frames after it):
         written before anything else."""
@@ -81,7 +83,7 @@ class WriteGate:
     @property
     def direct_write_possible(self) -> bool:
         """True when no other write is under way, so ``write_now`` may be used."""
-        return self._fd is not None and not self._lock.locked() and not self._pending and not self._broken and not self._closed
+        return self._fd is not None and not (self._lock is not None and self._lock.locked()) and not self._pending and not self._broken and not self._closed
 
     def write_now(self, frames: list[bytes]) -> None:
         """Write ``frames`` with one system call, without blocking (only when
@@ -134,16 +136,21 @@ class WriteGate:
         await self.send_all(data)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        async with self._lock:
+        async with self._writers():
             await self._send_locked(data)
 
     async def send_unless(self, data: bytes, closed: Callable[[], bool]) -> None:
         """Write ``data`` unless ``closed()`` is true once it is our turn (a close frame must stay
         the last frame)."""
-        async with self._lock:
+        async with self._writers():
             if closed():
                 raise TransportClosed
             await self._send_locked(data)
+
+    def _writers(self) -> trio.StrictFIFOLock:
+        if self._lock is None:
+            self._lock = trio.StrictFIFOLock()
+        return self._lock
 
     async def _send_locked(self, data: bytes | bytearray | memoryview) -> None:
         if self._broken:
@@ -155,17 +162,25 @@ class WriteGate:
         if data:
             await self.stream.send_all(data)
 
-    async def receive_some(self, max_bytes: int = RECEIVE_BYTES) -> bytes:
+    async def receive_some(self, max_bytes: int = RECEIVE_BYTES, consume: Consume | None = None) -> bytes:
         """The next bytes from the peer (b"" at its EOF).
 
         On a plain socket this reads the descriptor itself (``wait_readable`` + ``os.read``),
         like ``SocketStream.receive_some`` does but without its five nested frames: an idle
-        connection's one task waits here, and every frame on its stack stays allocated."""
+        connection's one task waits here, and every frame on its stack stays allocated.  With
+        ``consume`` and an idle reader, a drained socket is waited for by the idle reader
+        (:mod:`uipd.server.idle`), which reads it and returns here only what ``consume`` did
+        not take."""
         fd = self._fd
         if fd is None:
             return await self.stream.receive_some(max_bytes)
         waited = self._drained and not self._closed
         if waited:
+            idle = self._idle
+            if consume is not None and idle is not None and idle.running and max_bytes == RECEIVE_BYTES:
+                data = await idle.wait(fd, consume)
+                self._drained = len(data) < max_bytes
+                return data
             await trio.lowlevel.wait_readable(fd)
         while True:
             if self._closed:
@@ -191,11 +206,13 @@ class WriteGate:
         """Shut down our sending side, where the stream can (TCP; not TLS)."""
         send_eof = getattr(self.stream, "send_eof", None)
         if send_eof is not None and not self._closed:
-            async with self._lock:
+            async with self._writers():
                 await send_eof()
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._idle is not None and self._fd is not None:
+            self._idle.closing(self._fd)
         await self.stream.aclose()
 
     def close_now(self) -> bool:
@@ -205,6 +222,8 @@ class WriteGate:
         if self._fd is None:
             return False
         self._closed = True
+        if self._idle is not None:
+            self._idle.closing(self._fd)
         self.stream.socket.close()  # type: ignore[attr-defined]
         return True
 
@@ -217,14 +236,17 @@ class WebSocketTransport:
     close frame of ours is out (``close_sent``), every further write is refused.
     """
 
-    __slots__ = ("gate", "_protocol", "_trailing_data", "close_sent", "peer_close", "violation")
+    __slots__ = ("gate", "_protocol", "_decoder", "_trailing_data", "close_sent", "peer_close", "violation")
 
-    def __init__(self, gate: WriteGate, protocol: Connection, trailing_data: bytes = b"") -> None:
+    def __init__(self, gate: WriteGate, protocol: Connection | None, trailing_data: bytes = b"") -> None:
         self.gate = gate
-        self._protocol = protocol
-        # wsproto keeps a deque (~600 bytes) for events it makes up itself; it is only used by
-        # receive_data(None), which is never called here: an empty tuple reads the same.
-        self._protocol._events = _NO_EVENTS  # type: ignore[assignment]
+        self._protocol: Connection | None = None
+        """wsproto's frame layer, made when first needed (None: an uncompressed connection that
+        has sent nothing but lone pongs, which need none: ~0.9 KiB an idle client never uses)."""
+        self._decoder: FrameDecoder | None = None
+        """wsproto's frame decoder: ``lone_pong`` asks it whether a frame is half-read."""
+        if protocol is not None:
+            self._adopt(protocol)
         self._trailing_data = trailing_data
         """Bytes the client sent right behind its handshake: its first frames."""
         self.close_sent = False
@@ -235,10 +257,35 @@ class WebSocketTransport:
 
     # -- receiving --------------------------------------------------------------------------------
 
+    def _adopt(self, protocol: Connection) -> Connection:
+        # wsproto keeps a deque (~600 bytes) for events it makes up itself; it is only used by
+        # receive_data(None), which is never called here: an empty tuple reads the same.
+        protocol._events = _NO_EVENTS  # type: ignore[assignment]
+        self._decoder = protocol._proto._frame_decoder  # type: ignore[attr-defined]
+        self._protocol = protocol
+        return protocol
+
+    def _frames(self) -> Connection:
+        """wsproto's frame layer, made now if it was not (an uncompressed connection's)."""
+        return self._protocol or self._adopt(Connection(ConnectionType.SERVER))
+
     def take_trailing_data(self) -> bytes:
         """Bytes the client sent right behind its handshake (its first frames), once."""
         data, self._trailing_data = self._trailing_data, b""
         return data
+
+    def lone_pong(self, data: bytes) -> bool:
+        """``data`` is exactly one empty client pong (the answer to our heartbeat ping: FIN, opcode
+        0xA, masked, length 0, its mask key) read at a frame boundary of an open connection.  It
+        is a sign of life and nothing else, so it needs no parsing: wsproto took ~9 µs to say
+        so, and an idle daemon reads one per client every ``[heartbeat] interval``.  Anything
+        else, or a pong behind half a frame, goes through ``feed``."""
+        if len(data) != 6 or data[0] != 0x8A or data[1] != 0x80:
+            return False
+        decoder, protocol = self._decoder, self._protocol
+        if decoder is None or protocol is None:
+            return True  # nothing parsed yet: a boundary of an open connection
+        return decoder.header is None and not decoder.buffer.buffer and protocol.state is ConnectionState.OPEN
 
     def feed(self, data: bytes) -> list[Event]:
         """The events decoded from bytes the peer sent.
@@ -246,7 +293,7 @@ class WebSocketTransport:
         A frame that breaks the protocol (bad opcode, unmasked, invalid UTF-8, ...) comes back as
         a ``CloseConnection`` with its 1002/1007 code that wsproto made up, leaving its state as
         it was: it sets :attr:`violation`.  A close frame the peer really sent moves the state on."""
-        protocol = self._protocol
+        protocol = self._frames()
         protocol.receive_data(data)
         events = []
         decoded = protocol.events()
@@ -267,12 +314,12 @@ class WebSocketTransport:
     @property
     def open(self) -> bool:
         """Neither side has sent a close frame."""
-        return self._protocol.state is ConnectionState.OPEN
+        return self._protocol is None or self._protocol.state is ConnectionState.OPEN
 
     @property
     def closed(self) -> bool:
         """Both close frames were exchanged: nothing more will be read or written."""
-        return self._protocol.state is ConnectionState.CLOSED
+        return self._protocol is not None and self._protocol.state is ConnectionState.CLOSED
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -298,13 +345,13 @@ class WebSocketTransport:
 
     def pong_frame(self, payload: bytes) -> bytes:
         """The pong answering a client's ping (queued like any control frame)."""
-        return self._protocol.send(Pong(payload))
+        return self._frames().send(Pong(payload))
 
     def close_frame(self, code: int, reason: str) -> bytes:
         """Our close frame, or the answer to the peer's, for the caller to write; from now on
         nothing else may be written (``close_sent``).  The flusher's pass writes it directly
         (a drain closes every client in one pass, no task each); ``close`` awaits it."""
-        protocol = self._protocol
+        protocol = self._frames()
         if protocol.state is ConnectionState.REMOTE_CLOSING and self.peer_close is not None:
             frame = protocol.send(self.peer_close.response())
         else:
@@ -338,6 +385,16 @@ def check_pinned_internals() -> list[str]:
     decoder = inspect.getsource(FrameDecoder.process_buffer)
     if "frame_inbound_payload_data(self" not in decoder or "frame_inbound_complete(self, self.header.fin)" not in decoder:
         problems.append("wsproto's FrameDecoder no longer calls the inbound extension hooks with itself and its header set")
+    # WebSocketTransport.lone_pong: "no frame half-read" is the decoder's header unset and its buffer empty.
+    if "self._frame_decoder = FrameDecoder(" not in inspect.getsource(FrameProtocol.__init__):
+        problems.append("wsproto's FrameProtocol no longer keeps its FrameDecoder in _frame_decoder")
+    if "self._proto = FrameProtocol(" not in inspect.getsource(Connection.__init__):
+        problems.append("wsproto's Connection no longer keeps its FrameProtocol in _proto")
+    decoder_init = inspect.getsource(FrameDecoder.__init__)
+    if "self.buffer = Buffer()" not in decoder_init or "self.header: Header | None = None" not in decoder_init:
+        problems.append("wsproto's FrameDecoder no longer keeps a Buffer in buffer and the frame's header in header")
+    if "self.buffer = bytearray()" not in inspect.getsource(Buffer.__init__) or "del self.buffer[: self.bytes_used]" not in inspect.getsource(Buffer.commit):
+        problems.append("wsproto's Buffer no longer keeps its unread bytes in a bytearray it trims on commit")
     if hasattr(FrameDecoder, "__slots__"):
         problems.append("wsproto's FrameDecoder has slots: the inflater of a message cannot be kept on it")
     if "ext.enabled()" not in inspect.getsource(FrameProtocol.__init__):

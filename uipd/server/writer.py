@@ -79,7 +79,7 @@ class ConnectionWriter:
         ``connect`` raises, nothing refers to this half-built connection)."""
         self._write_scope: trio.CancelScope | None = None
         self.session: Session = hub.connect(
-            client_id, now(), self._wake, allowed_topics=allowed_topics, expires_in=expires_in, topics=topics, since=since
+            client_id, now(), self, allowed_topics=allowed_topics, expires_in=expires_in, topics=topics, since=since
         )
         flusher.schedule(self)  # its connection message and SNAPSHOT
 
@@ -101,6 +101,9 @@ class ConnectionWriter:
             # A client being closed gets close_timeout to take the frame in flight, so that its
             # close frame can follow; past that its TCP connection is dropped.
             self._write_scope.deadline = min(self._write_scope.deadline, trio.current_time() + self.close_timeout)
+
+    __call__ = _wake
+    """The writer is its queue's ``wake``: a bound method kept by every queue was 64 bytes a connection."""
 
     def flush(self) -> None:
         """The flusher's pass: write what is queued at once if the socket can take it, else
