@@ -34,6 +34,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports() -> tuple[int, int]:
+    """Two distinct free ports (two ``free_port`` calls can return the same one)."""
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        return a.getsockname()[1], b.getsockname()[1]
+
+
 def children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -76,7 +84,7 @@ class Daemon:
 
     def __init__(self, workers: int, broker: str = "redis", log: Path | None = None, extra: dict[str, object] | None = None, **server: object) -> None:
         self.workers = workers
-        self.port, self.api = free_port(), free_port()
+        self.port, self.api = free_ports()
         sets = {
             "server.host": '"127.0.0.1"', "server.port": self.port, "api.port": self.api, "log.level": '"warning"',
             "server.topics": json.dumps(TOPICS), "server.workers": workers, "broker.kind": f'"{broker}"',

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchgroup import RESULTS, ROOT, UIPD, cpu_seconds, free_port, http_json, kit  # noqa: E402
+from benchgroup import RESULTS, ROOT, UIPD, cpu_seconds, free_ports, http_json, kit  # noqa: E402
 from many import Holder  # noqa: E402
 
 PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
@@ -51,7 +51,7 @@ def main() -> None:
     if args.clients > limit - 500:
         sys.exit(f"{args.clients} clients: over the {limit} descriptors one process (daemon or holder) may hold here")
     work = kit()
-    port, api = free_port(), free_port()
+    port, api = free_ports()
     log_path = RESULTS / f"drain-{args.clients}.log"
     cmd = [
         args.uipd, "run", "-c", str(work / "uipd-bench.toml"), "--set", f"server.port={port}", "--set", f"api.port={api}",
