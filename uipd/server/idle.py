@@ -16,6 +16,8 @@ Lifetimes stay with the connection: its receive loop is still its one task, park
 descriptor out of the set, and so does closing the socket (``closing``).  The reader itself
 runs in the daemon's nursery for the daemon's life.  A failure while handling one descriptor
 (its ``consume`` raising) is handed to that connection's loop, which ends that connection only.
+Only a failure of epoll itself (``poll`` raising, which no input can cause) escapes the reader,
+and then, as for the flusher, the daemon stops: its parked loops could not be read any more.
 """
 
 from __future__ import annotations
