@@ -1,7 +1,7 @@
 'use strict';
 // Holds N idle WebSocket clients for bench/many.py, with the kit's minimal client (loadgen/rawws.js):
 //   node bench/holder.js RAWWS_JS WS_URL CLIENTS SOURCE_IP [CONCURRENCY]
-// Prints one JSON line when all are connected ({"ready":n,"failed":f,"ms":t}), then, for every
+// Prints one JSON line when all are connected ({"ready":n,"failed":f,"retried":r,"reasons":{...},"ms":t}), then, for every
 // broadcast ALERT whose data carries "mark":K, one line once every ready client has it:
 // {"mark":K,"firstAt":ms,"lastAt":ms,"got":n} (wall clock in ms, the publisher's clock too).
 // Pings are answered by rawws.js.  The server's close frames are counted by code (bench/drain.py):
@@ -40,11 +40,30 @@ function maybeAllClosed() {
   if (allReady && ended === ready) process.stdout.write(JSON.stringify({ allClosed: ended, ...summary() }) + '\n');
 }
 
-function open() {
+// A 503 (the daemon's admission under overload) is retried after RETRY_AFTER_MS, as a client
+// honouring Retry-After would (uipd sends 5 s by default), up to MAX_ATTEMPTS times; any other
+// failure is final and counted by reason in the ready line ("reasons").
+const RETRY_AFTER_MS = Number(process.env.HOLDER_RETRY_AFTER_MS || 5000);
+const MAX_ATTEMPTS = 5;
+const reasons = {};
+let retried = 0;
+const reason = (key) => { reasons[key] = (reasons[key] || 0) + 1; };
+
+function open(attempt = 1) {
   return new Promise((resolve) => {
     const ws = new RawWS(url, { handshakeTimeout: 60000, localAddress: ip });
-    let seen = 0, done = false;
-    const finish = (ok) => { if (!done) { done = true; ok ? ready++ : failed++; resolve(); } };
+    let seen = 0, done = false, status = null;
+    const finish = (ok, why) => {
+      if (done) return;
+      done = true;
+      if (!ok && status === 503 && attempt < MAX_ATTEMPTS) {
+        retried++;
+        setTimeout(() => open(attempt + 1).then(resolve), RETRY_AFTER_MS);
+        return;
+      }
+      if (ok) ready++; else { failed++; reason(why); }
+      resolve();
+    };
     ws.on('message', (data) => {
       if (seen < 2) { if (++seen === 2) finish(true); return; } // connection, SNAPSHOT
       const i = data.indexOf(MARK);
@@ -57,15 +76,15 @@ function open() {
       if (m.got === ready) process.stdout.write(JSON.stringify({ mark: k, firstAt: m.firstAt, lastAt: m.lastAt, got: m.got }) + '\n');
     });
     ws.on('close', () => {
-      if (!done) { finish(false); return; }
+      if (!done) { finish(false, status ? `http ${status}` : 'closed before the snapshot'); return; }
       if (seen < 2) return; // not a ready client
       const key = ws._gotClose === undefined ? 'none' : String(ws._gotClose);
       closes[key] = (closes[key] || 0) + 1;
       ended++; lastEndAt = nowMs();
       maybeAllClosed();
     });
-    ws.on('error', () => finish(false));
-    ws.on('unexpected-response', () => finish(false));
+    ws.on('error', (e) => finish(false, (e && (e.code || e.message)) || 'error'));
+    ws.on('unexpected-response', (_req, res) => { status = res && res.statusCode; finish(false, `http ${status}`); });
     clients.push(ws);
   });
 }
@@ -75,7 +94,7 @@ function open() {
   await Promise.all(Array.from({ length: Math.min(concurrency, total) }, async () => {
     while (next < total) { next++; await open(); }
   }));
-  process.stdout.write(JSON.stringify({ ready, failed, ms: Math.round(nowMs() - t0) }) + '\n');
+  process.stdout.write(JSON.stringify({ ready, failed, retried, reasons, ms: Math.round(nowMs() - t0) }) + '\n');
   allReady = true;
   if (ended) maybeAllClosed();
 })();

@@ -8,7 +8,9 @@ one address reaches one port from ~28k ephemeral ports) and each under 20,000 de
 is every worker (hard ``ulimit -n`` 20,000 here).  Reports: time to open all, RSS per connection
 (all workers' RSS after connecting minus before, over the clients), CPU per second while idle
 (heartbeats: ``[heartbeat] interval`` 10 s), the time for one broadcast ALERT to reach every
-client (publish request sent to the last client's receipt), and the SIGTERM drain.
+client (publish request sent to the last client's receipt), and the SIGTERM drain.  A holder
+retries a handshake refused with 503 (admission under overload) after the daemon's Retry-After,
+as a browser client does; ``retried_503`` counts those, ``failure_reasons`` the final failures.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def main() -> None:
     ap.add_argument("--holders", type=int, default=6)
     ap.add_argument("--idle", type=float, default=20.0, help="seconds idle for the heartbeat CPU figure")
     ap.add_argument("--json", default="")
+    ap.add_argument("--log-level", default="warning", help="the daemon's log level (its log: bench/results/many-N.log)")
     args = ap.parse_args()
     per_holder = -(-args.clients // args.holders)
     per_worker = -(-args.clients // args.workers)
@@ -82,7 +85,7 @@ def main() -> None:
     # Redis timeouts for a storm on a shared 2-core box: the default command_timeout (0.5 s) is
     # shorter than a worker's loop stalls while 6 workers and 6 generators share 2 cores, and a
     # session that times out resyncs every client (a SNAPSHOT each), which feeds the overload.
-    broker = {"broker.command_timeout": 1.6, "broker.ping_interval": 2.0, "broker.publish_timeout": 5.0}
+    broker = {"broker.command_timeout": 1.6, "broker.ping_interval": 2.0, "broker.publish_timeout": 5.0, "log.level": args.log_level}
     daemon = Daemon(args.workers, "redis", log=log, extra=broker, max_clients=FD_LIMIT - 500)
     out: dict = {"clients": args.clients, "workers": args.workers, "holders": args.holders}
     holders: list[Holder] = []
@@ -97,6 +100,12 @@ def main() -> None:
         out["open_all_s"] = round(time.monotonic() - t0, 2)
         out["connected"] = sum(r["ready"] for r in ready)
         out["failed"] = sum(r["failed"] for r in ready)
+        out["retried_503"] = sum(r.get("retried", 0) for r in ready)
+        reasons: dict[str, int] = {}
+        for r in ready:
+            for why, n in r.get("reasons", {}).items():
+                reasons[why] = reasons.get(why, 0) + n
+        out["failure_reasons"] = reasons
         out["server_cpu_connect_s"] = round(cpu_seconds(daemon.pids) - cpu0, 2)
         time.sleep(2.5)  # the node announcements (every 2 s) catch up
         stats = daemon.stats()

@@ -165,7 +165,7 @@ def test_a_silent_session_is_reported_dead_at_the_first_pass_past_its_timeout() 
     assert hub.heartbeat(at(31.0)).dead == [silent]
     hub.disconnect(silent)
     assert hub.heartbeat(at(31.5)).dead == []
-    assert all(entry[2] is not silent for entry in hub.heartbeats._heap if entry[0] > 31.5)
+    assert all(session is not silent for deadline, session in hub.heartbeats.entries() if deadline > 31.5)
 
 
 def test_a_pass_costs_the_sessions_due_not_the_sessions_connected() -> None:

@@ -212,6 +212,17 @@ def _heartbeat(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
     fault.on_arm = arm
 
 
+def _write_ping(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
+    original = ClientConnection.write_ping
+
+    def write_ping(self: ClientConnection, frame: bytes) -> bool:
+        if fault.hits(self.session.id):
+            fault.fire("attribute")
+        return original(self, frame)
+
+    mp.setattr(ClientConnection, "write_ping", write_ping)
+
+
 def _register(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
     original = ConnectionRegistry.register
 
@@ -276,6 +287,7 @@ STEPS: dict[str, tuple[Callable[[pytest.MonkeyPatch, Fault, Daemon], None], Any]
     "hub.disconnect": (_disconnect, _hang_up),
     "unregister": (_unregister, _hang_up),
     "heartbeat": (_heartbeat, _nothing),
+    "heartbeat ping": (_write_ping, _nothing),
 }
 
 

@@ -23,6 +23,21 @@ async def test_client_answering_pings_stays_and_silent_client_is_dropped(daemon_
         assert (await alive.recv_json())["type"] == "PONG"
 
 
+async def test_an_idle_clients_pings_are_written_by_the_heartbeat_pass_itself(daemon_factory):
+    # An idle client's ping is one direct write from the heartbeat pass: no queue, no flusher pass.
+    async with daemon_factory({"heartbeat": {"interval": 0.2, "timeout": 5}}) as d:
+        c = await connect(d)
+        await c.barrier()
+        rounds, writes, pings = d.flusher.rounds, d.flusher.writes, c.pings_seen
+        with trio.move_on_after(1.2):
+            while True:
+                await c.recv_json(timeout=3)
+        assert c.pings_seen - pings >= 4
+        assert d.flusher.rounds == rounds  # nothing went through the flusher
+        assert d.flusher.writes - writes >= c.pings_seen - pings
+        assert len(d.connections) == 1
+
+
 async def test_ping_action_counts_as_sign_of_life(daemon_factory):
     async with daemon_factory({"heartbeat": {"interval": 0.2, "timeout": 0.7}}) as d:
         c = await connect(d, auto_pong=False)

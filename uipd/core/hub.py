@@ -26,7 +26,7 @@ from uipd.core.clock import Instant
 from uipd.core.counters import HubCounters
 from uipd.core.dispatch import Dispatcher
 from uipd.core.history import HistoryEntry
-from uipd.core.liveness import HeartbeatPlan, HeartbeatSchedule
+from uipd.core.liveness import HeartbeatPlan, HeartbeatSchedule, WritePing
 from uipd.core.outbound import Delivery, OutboundQueue
 from uipd.core.publish import Publication
 from uipd.core.ratelimit import RateVerdict, TokenBucket
@@ -282,10 +282,11 @@ class Hub:
 
     # -- liveness and shutdown --------------------------------------------------------------------
 
-    def heartbeat(self, now: Instant) -> HeartbeatPlan:
-        """Queue the pings that are due; which sessions are dead (see
-        :meth:`liveness.HeartbeatSchedule.run`: the cost is the sessions due, not all of them)."""
-        return self.heartbeats.run(now, self._settings, self.sessions, self.counters)
+    def heartbeat(self, now: Instant, write_ping: WritePing | None = None) -> HeartbeatPlan:
+        """Ping the sessions that are due (``write_ping``: the shell's direct write, tried first;
+        else the ping is queued); which sessions are dead (see :meth:`liveness.HeartbeatSchedule.run`:
+        the cost is the sessions due, not all of them)."""
+        return self.heartbeats.run(now, self._settings, self.sessions, self.counters, write_ping)
 
     def close_all(self, code: int = closecodes.GOING_AWAY.code, reason: str = closecodes.GOING_AWAY.reason) -> None:
         for session in self.sessions.values():

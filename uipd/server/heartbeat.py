@@ -9,6 +9,7 @@ import trio
 
 from uipd.core.closecodes import INTERNAL_ERROR
 from uipd.core.hub import Hub, Session
+from uipd.core.liveness import PING
 from uipd.server.clock import now
 from uipd.server.connection import ClientConnection
 
@@ -22,16 +23,24 @@ async def supervise_heartbeats(
     tick: float,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Every ``tick`` seconds: queue the pings that are due (each client on its own, jittered
+    """Every ``tick`` seconds: ping the clients that are due (each on its own, jittered
     schedule) and drop clients silent for longer than the heartbeat timeout.  A pass looks only
-    at the clients something is due for (the core's deadline heap, ``Hub.heartbeats``), and its
-    pings all go out in the flusher's next pass.  Never awaits a client: a ping is a frame in the
-    client's queue, and any pong the client's receive loop reads counts as a sign of life."""
+    at the clients something is due for (the core's timing wheel, ``Hub.heartbeats``).  A due
+    ping is written to an idle client's socket at once (``ConnectionWriter.write_ping``; a bug
+    there fails that client only, as the core's own checks do), any other is queued for the
+    flusher's next pass.  Never awaits a client: any pong its receive loop or the idle reader
+    reads counts as a sign of life."""
+    get = connections.get
+
+    def write_ping(session: Session) -> bool:
+        connection = get(session.id)
+        return connection is not None and connection.write_ping(PING)
+
     task_status.started()
     while True:
         await trio.sleep(tick)
         try:
-            plan = hub.heartbeat(now())
+            plan = hub.heartbeat(now(), write_ping)
         except Exception:  # the core fails one session at a time (plan.failed); this is a bug of the pass itself
             log.exception("heartbeat pass failed; trying again in %.1f s", tick)
             continue

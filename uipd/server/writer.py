@@ -135,6 +135,32 @@ class ConnectionWriter:
             return
         self._start_writer()  # the rest of a partial write, a close, a resync, or no direct path
 
+    def write_ping(self, frame: bytes) -> bool:
+        """The heartbeat's direct path (``liveness.WritePing``): write a ping now when nothing is
+        queued, due or being written, so an idle client's ping costs one system call and no
+        trip through the queue and the flusher.  False: the caller queues it instead (it then
+        goes out in order, after the frames before it)."""
+        if self._writing or self._due:
+            return False
+        queue = self.session.outbound
+        transport = self.transport
+        if len(queue) or queue.closing is not None or queue.resync_pending or not transport.direct_write_possible:
+            return False
+        gate = transport.gate
+        gate.write_now([frame])
+        flusher = self.flusher
+        flusher.writes += 1
+        flusher.frames_written += 1
+        compression = flusher.compression
+        if self.deflate:  # a control frame: sent as it is, counted as the compressing clients' bytes
+            compression.input_bytes += len(frame)
+            compression.output_bytes += len(frame)
+        else:
+            compression.plain_bytes += len(frame)
+        if gate.needs_flush:
+            self._start_writer()  # the rest of a partial write, or the reset it found
+        return True
+
     def _close_now(self, queue: OutboundQueue) -> bool:
         """A close is due: when the socket can take it, write the queued frames and our close
         frame with one system call in this pass, as ``_close`` would have in a task (a drain
