@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchgroup import RESULTS, ROOT, UIPD, cpu_seconds, free_ports, http_json, kit  # noqa: E402
-from many import Holder  # noqa: E402
+from many import Holder, close_frames  # noqa: E402
 
 PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
 
@@ -108,20 +108,7 @@ def main() -> None:
         out["sigterm_to_exit_s"] = round(exit_s, 3)
         out["within_drain_timeout"] = daemon.returncode == 0 and exit_s <= args.drain_timeout
         out["drain_cpu_s"] = round(usage.ru_utime + usage.ru_stime - cpu0, 2)
-        try:
-            holder.wait_for(lambda l: "allClosed" in l, timeout=5)
-        except TimeoutError:
-            pass
-        assert holder.proc.stdin is not None
-        holder.proc.stdin.close()
-        summary = holder.wait_for(lambda l: "closes" in l and "allClosed" not in l, timeout=10)
-        out["close_codes"] = summary["closes"]
-        out["got_1001"] = summary["closes"].get("1001", 0)
-        out["close_frames"] = summary["closeFrames"]
-        out["still_open"] = summary["open"]
-        for key, name in (("firstCloseAt", "first_close_frame_ms"), ("lastCloseAt", "last_close_frame_ms"), ("lastEndAt", "last_tcp_end_ms")):
-            if summary[key] is not None:
-                out[name] = round(summary[key] - sent_wall, 1)
+        out.update(close_frames([holder], sent_wall))
     finally:
         if daemon.poll() is None and daemon.returncode is None:
             daemon.kill()

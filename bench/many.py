@@ -8,7 +8,8 @@ one address reaches one port from ~28k ephemeral ports) and each under 20,000 de
 is every worker (hard ``ulimit -n`` 20,000 here).  Reports: time to open all, RSS per connection
 (all workers' RSS after connecting minus before, over the clients), CPU per second while idle
 (heartbeats: ``[heartbeat] interval`` 10 s), the time for one broadcast ALERT to reach every
-client (publish request sent to the last client's receipt), and the SIGTERM drain.  A holder
+client (publish request sent to the last client's receipt), and the SIGTERM drain (exit code,
+seconds, and how many clients got a close frame with which code, as bench/drain.py counts them).  A holder
 retries a handshake refused with 503 (admission under overload) after the daemon's Retry-After,
 as a browser client does; ``retried_503`` counts those, ``failure_reasons`` the final failures.
 """
@@ -65,6 +66,31 @@ class Holder:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def close_frames(holders: list[Holder], sent_wall: float) -> dict:
+    """After SIGTERM: how many clients got a close frame, with which code, and when the last came."""
+    if not holders:
+        return {}
+    for h in holders:
+        try:
+            h.wait_for(lambda l: "allClosed" in l, timeout=5)
+        except TimeoutError:
+            pass
+        assert h.proc.stdin is not None
+        h.proc.stdin.close()
+    summaries = [h.wait_for(lambda l: "closes" in l and "allClosed" not in l, timeout=20) for h in holders]
+    codes: dict[str, int] = {}
+    for s in summaries:
+        for code, n in s["closes"].items():
+            codes[code] = codes.get(code, 0) + n
+    out = {"close_codes": codes, "got_1001": codes.get("1001", 0), "close_frames": sum(s["closeFrames"] for s in summaries),
+           "still_open": sum(s["open"] for s in summaries)}
+    for key, name, pick in (("firstCloseAt", "first_close_frame_ms", min), ("lastCloseAt", "last_close_frame_ms", max), ("lastEndAt", "last_tcp_end_ms", max)):
+        times = [s[key] for s in summaries if s[key] is not None]
+        if times:
+            out[name] = round(pick(times) - sent_wall, 1)
+    return out
 
 
 def main() -> None:
@@ -128,8 +154,10 @@ def main() -> None:
         out["broadcast_received"] = sum(g["got"] for g in got)
         out["broadcast_cpu_s"] = round(cpu_seconds(daemon.pids) - c2, 3)
     finally:
+        sent_wall = time.time() * 1000
         code, seconds = daemon.stop()
         out["sigterm_exit"], out["sigterm_s"] = code, round(seconds, 2)
+        out.update(close_frames(holders, sent_wall))
         for h in holders:
             h.close()
     print(json.dumps(out, indent=1))

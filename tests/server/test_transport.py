@@ -120,3 +120,70 @@ def test_no_pong_is_taken_as_such_once_the_peer_has_closed():
     transport = _server_transport()
     transport.feed(b"\x88\x82\x00\x00\x00\x00\x03\xe8")  # close 1000
     assert transport.peer_close is not None and not transport.lone_pong(_PONG)
+
+
+def _masked_close(payload: bytes, mask: bytes = b"\x37\xfa\x21\x3d") -> bytes:
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x88, 0x80 | len(payload)]) + mask + masked
+
+
+def _wsproto_reply(data: bytes):
+    """What wsproto makes of ``data`` read after our close: (events, state, violation)."""
+    transport = _server_transport()
+    transport.close_frame(1001, "server shutting down")
+    events = transport.feed(data)
+    return [(type(e).__name__, getattr(e, "code", None), getattr(e, "reason", None)) for e in events], transport.closed, transport.violation
+
+
+def _lite_reply(data: bytes):
+    """The same, on a connection whose frame layer was never built (an idle plain client)."""
+    from uipd.server.transport import WebSocketTransport
+
+    transport = WebSocketTransport(None, None)  # type: ignore[arg-type]
+    frame = transport.close_frame(1001, "server shutting down")
+    assert transport.close_sent and transport._protocol is None and not transport.open and not transport.closed
+    events = transport.feed(data)
+    return frame, ([(type(e).__name__, getattr(e, "code", None), getattr(e, "reason", None)) for e in events], transport.closed, transport.violation)
+
+
+def test_our_close_without_a_frame_layer_is_wsprotos_frame_and_every_reply_ends_as_wsproto_would_end_it():
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import CloseConnection
+
+    expected_frame = Connection(ConnectionType.SERVER).send(CloseConnection(1001, "server shutting down"))
+    replies = [_masked_close(b""), _masked_close(b"\x03"), _masked_close(b"\x03\xe8" + "bye é".encode()),
+               _masked_close(b"\x03\xe9\xff\xfe"),  # invalid UTF-8: 1007
+               _masked_close(b"\x88\x82"[:0] + (4999).to_bytes(2, "big")), _masked_close((5000).to_bytes(2, "big")),
+               _masked_close(b"\x88\x82"[:0] + b"x" * 125),  # 125 bytes, code "x" (30840): invalid
+               b"\x88\x02\x03\xe8",  # unmasked: a violation
+               b"\xc8\x80\x01\x02\x03\x04",  # RSV1 on a control frame
+               _masked_close(b"\x03\xe8")[:5],  # half a frame: more to come
+               _masked_close(b"\x03\xe8") + _PONG,  # two frames
+               b"\x81\x82\x00\x00\x00\x00hi" + _masked_close(b"\x03\xe8"),  # a message before the close
+               _PONG]
+    replies += [_masked_close(code.to_bytes(2, "big") + b"r") for code in range(990, 5010)]
+    for data in replies:
+        frame, lite = _lite_reply(data)
+        assert frame == expected_frame
+        assert lite == _wsproto_reply(data), data
+
+
+def test_a_reply_read_in_two_pieces_still_ends_the_handshake():
+    from uipd.server.transport import WebSocketTransport
+
+    transport = WebSocketTransport(None, None)  # type: ignore[arg-type]
+    transport.close_frame(1001, "bye")
+    data = _masked_close(b"\x03\xe8ok")
+    assert transport.feed(data[:3]) == [] and not transport.closed
+    (event,) = transport.feed(data[3:])
+    assert (event.code, event.reason) == (1000, "ok") and transport.closed and transport.peer_close is event
+    assert not transport.lone_pong(_PONG)
+
+
+def test_the_usual_reply_needs_no_frame_layer():
+    from uipd.server.transport import WebSocketTransport
+
+    transport = WebSocketTransport(None, None)  # type: ignore[arg-type]
+    transport.close_frame(1001, "bye")
+    (event,) = transport.feed(_masked_close(b"\x03\xe9"))
+    assert event.code == 1001 and transport.closed and transport._protocol is None

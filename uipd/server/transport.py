@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import inspect
 import os
+import struct
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 import trio
 import wsproto
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Event, Pong
-from wsproto.frame_protocol import Buffer, FrameDecoder, FrameProtocol
+from wsproto.frame_protocol import (
+    LOCAL_ONLY_CLOSE_REASONS, MAX_CLOSE_REASON, MAX_PROTOCOL_CLOSE_REASON, MIN_CLOSE_REASON, Buffer, CloseReason, FrameDecoder, FrameProtocol,
+)
 
 from uipd.core.closecodes import MESSAGE_TOO_BIG
 from uipd.server.idle import RECEIVE_BYTES, Consume, IdleReader
@@ -41,6 +45,44 @@ IOV_MAX = 1024
 
 
 _NO_EVENTS = ()
+
+
+@lru_cache(maxsize=64)
+def server_close_frame(code: int, reason: str) -> bytes:
+    """Our close frame for (code, reason), as wsproto serializes it: a server's frames are not
+    masked and control frames never compressed, so one copy serves every connection (a drain
+    writes the same 1001 to each client)."""
+    return bytes(Connection(ConnectionType.SERVER).send(CloseConnection(code, reason)))
+
+
+def lone_close_reply(data: bytes) -> CloseConnection | None:
+    """``data`` as exactly one masked client close frame that wsproto would accept (its code
+    valid, its reason UTF-8), as the event wsproto would make of it; None for anything else,
+    which then goes through wsproto (and its refusal, if it is one)."""
+    if len(data) < 6 or data[0] != 0x88 or data[1] & 0x80 == 0:
+        return None
+    n = data[1] & 0x7F
+    if len(data) != 6 + n or n == 1 or n > 125:
+        return None
+    if n == 0:
+        return CloseConnection(CloseReason.NO_STATUS_RCVD, "")
+    mask = data[2:6] * (n // 4 + 1)
+    payload = bytes(a ^ b for a, b in zip(data[6:], mask))
+    (code,) = struct.unpack("!H", payload[:2])
+    if code < MIN_CLOSE_REASON or code > MAX_CLOSE_REASON:
+        return None
+    try:
+        code = CloseReason(code)
+    except ValueError:
+        if code <= MAX_PROTOCOL_CLOSE_REASON:
+            return None  # reserved
+    if code in LOCAL_ONLY_CLOSE_REASONS:
+        return None
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return CloseConnection(code, reason)
 
 
 class TransportClosed(Exception):
@@ -284,7 +326,7 @@ class WebSocketTransport:
             return False
         decoder, protocol = self._decoder, self._protocol
         if decoder is None or protocol is None:
-            return True  # nothing parsed yet: a boundary of an open connection
+            return not self.close_sent  # nothing parsed yet: a boundary, and open unless our close went out
         return decoder.header is None and not decoder.buffer.buffer and protocol.state is ConnectionState.OPEN
 
     def feed(self, data: bytes) -> list[Event]:
@@ -293,7 +335,19 @@ class WebSocketTransport:
         A frame that breaks the protocol (bad opcode, unmasked, invalid UTF-8, ...) comes back as
         a ``CloseConnection`` with its 1002/1007 code that wsproto made up, leaving its state as
         it was: it sets :attr:`violation`.  A close frame the peer really sent moves the state on."""
-        protocol = self._frames()
+        protocol = self._protocol
+        if protocol is None and self.close_sent:
+            # Our close went out with no frame layer built (``close_frame``): the usual answer,
+            # one close frame, ends the handshake without one (a drain reads one from every
+            # client; building wsproto's layer to parse it was a fifth of the drain's CPU).
+            reply = lone_close_reply(data)
+            if reply is not None:
+                self.peer_close = reply
+                return [reply]
+            protocol = self._frames()
+            protocol.send(CloseConnection(1000))  # its state as if it had sent our close (the bytes went out already)
+        elif protocol is None:
+            protocol = self._frames()
         protocol.receive_data(data)
         events = []
         decoded = protocol.events()
@@ -314,12 +368,18 @@ class WebSocketTransport:
     @property
     def open(self) -> bool:
         """Neither side has sent a close frame."""
-        return self._protocol is None or self._protocol.state is ConnectionState.OPEN
+        protocol = self._protocol
+        if protocol is None:
+            return not self.close_sent
+        return protocol.state is ConnectionState.OPEN
 
     @property
     def closed(self) -> bool:
         """Both close frames were exchanged: nothing more will be read or written."""
-        return self._protocol is not None and self._protocol.state is ConnectionState.CLOSED
+        protocol = self._protocol
+        if protocol is None:
+            return self.close_sent and self.peer_close is not None
+        return protocol.state is ConnectionState.CLOSED
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -351,8 +411,12 @@ class WebSocketTransport:
         """Our close frame, or the answer to the peer's, for the caller to write; from now on
         nothing else may be written (``close_sent``).  The flusher's pass writes it directly
         (a drain closes every client in one pass, no task each); ``close`` awaits it."""
-        protocol = self._frames()
-        if protocol.state is ConnectionState.REMOTE_CLOSING and self.peer_close is not None:
+        protocol = self._protocol
+        if protocol is None:
+            # Nothing parsed yet, so the peer has not closed: our close needs no frame layer
+            # (``feed`` parses the usual answer without one, and builds it for anything else).
+            frame: bytes | bytearray = server_close_frame(code, reason)
+        elif protocol.state is ConnectionState.REMOTE_CLOSING and self.peer_close is not None:
             frame = protocol.send(self.peer_close.response())
         else:
             frame = protocol.send(CloseConnection(code, reason))
