@@ -99,21 +99,24 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--holders", type=int, default=6)
     ap.add_argument("--idle", type=float, default=20.0, help="seconds idle for the heartbeat CPU figure")
+    ap.add_argument("--broker", choices=("redis", "memory"), default="redis", help="memory: one process only (--workers 1)")
     ap.add_argument("--json", default="")
     ap.add_argument("--log-level", default="warning", help="the daemon's log level (its log: bench/results/many-N.log)")
     args = ap.parse_args()
     per_holder = -(-args.clients // args.holders)
     per_worker = -(-args.clients // args.workers)
-    if per_holder > FD_LIMIT - 500 or per_worker > FD_LIMIT - 2000:
+    if args.broker == "memory" and args.workers != 1:
+        sys.exit("--broker memory takes --workers 1 (workers share state through Redis)")
+    if per_holder > FD_LIMIT - 500 or per_worker > FD_LIMIT - 1000:
         sys.exit(f"{per_holder} clients per holder / ~{per_worker} per worker: over the {FD_LIMIT} descriptors a process may hold here; raise --holders/--workers")
     work = kit()
     log = RESULTS / f"many-{args.clients}.log"
     # Redis timeouts for a storm on a shared 2-core box: the default command_timeout (0.5 s) is
     # shorter than a worker's loop stalls while 6 workers and 6 generators share 2 cores, and a
     # session that times out resyncs every client (a SNAPSHOT each), which feeds the overload.
-    broker = {"broker.command_timeout": 1.6, "broker.ping_interval": 2.0, "broker.publish_timeout": 5.0, "log.level": args.log_level}
-    daemon = Daemon(args.workers, "redis", log=log, extra=broker, max_clients=FD_LIMIT - 500)
-    out: dict = {"clients": args.clients, "workers": args.workers, "holders": args.holders}
+    broker = {"broker.command_timeout": 1.6, "broker.ping_interval": 2.0, "broker.publish_timeout": 5.0} if args.broker == "redis" else {}
+    daemon = Daemon(args.workers, args.broker, log=log, extra={**broker, "log.level": args.log_level}, max_clients=FD_LIMIT - 500)
+    out: dict = {"clients": args.clients, "workers": args.workers, "holders": args.holders, "broker": args.broker}
     holders: list[Holder] = []
     try:
         pids = daemon.worker_pids

@@ -79,3 +79,30 @@ async def test_a_connection_whose_write_fails_is_dropped_and_the_others_are_serv
             await trio.sleep(0.01)
     await healthy.send_json({"action": "ping"})
     assert (await healthy.recv_json())["type"] == "PONG"
+
+
+async def test_a_clients_own_answers_are_written_by_its_receive_loop_without_a_pass_or_a_writer_task(daemon, monkeypatch):
+    # SUBSCRIBED, PONG and an ERROR answer what the client just sent: its receive loop writes them
+    # at once (a connecting dashboard waits for SUBSCRIBED), not the flusher's pass, which is kept
+    # from running here: with the answers left to it, none would arrive.
+    from uipd.server.flusher import Flusher
+
+    client = await connect(daemon)
+    await client.barrier()
+    flusher = daemon.flusher
+    starts = flusher.writer_starts
+    with monkeypatch.context() as patch:
+        patch.setattr(Flusher, "schedule", lambda self, connection: None)
+        await client.send_json({"action": "subscribe", "topics": ["accidents"]})
+        assert (await client.recv_json(timeout=2))["type"] == "SUBSCRIBED"
+        await client.send_json({"action": "ping"})
+        assert (await client.recv_json(timeout=2))["type"] == "PONG"
+        await client.send_json({"action": "no-such-action"})
+        assert (await client.recv_json(timeout=2))["type"] == "ERROR"
+    assert flusher.writer_starts == starts  # no writer task either
+    # the fan-out still goes through the pass, and the pass after a direct answer writes nothing twice
+    daemon.hub.publish(from_api_body({"topic": "accidents", "data": [{"id": "a", "n": 1}]}, broadcast=False), now())
+    assert (await client.recv_json())["data"][0]["n"] == 1
+    await client.send_json({"action": "ping"})
+    assert (await client.recv_json())["type"] == "PONG"
+    assert flusher.writer_starts == starts

@@ -187,3 +187,39 @@ def test_the_usual_reply_needs_no_frame_layer():
     transport.close_frame(1001, "bye")
     (event,) = transport.feed(_masked_close(b"\x03\xe9"))
     assert event.code == 1001 and transport.closed and transport._protocol is None
+
+
+def _masked(opcode_byte: int, payload: bytes, mask: bytes = b"\x9c\x01\x7e\x42", long_form: bool = False) -> bytes:
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    n = len(payload)
+    if n > 125 or long_form:
+        head = bytes([opcode_byte, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([opcode_byte, 0x80 | n])
+    return head + mask + masked
+
+
+def _events(transport, data: bytes):
+    return [(type(e).__name__, getattr(e, "data", None), getattr(e, "frame_finished", None), getattr(e, "message_finished", None), getattr(e, "code", None))
+            for e in transport.feed(data)], transport.violation, transport.open
+
+
+def test_a_whole_text_message_in_one_frame_needs_no_frame_layer_and_anything_else_is_parsed_as_wsproto_parses_it():
+    from uipd.server.transport import WebSocketTransport
+
+    subscribe = '{"action":"subscribe","topics":["accidents","weather"]}'.encode()
+    cases = [_masked(0x81, subscribe), _masked(0x81, b""), _masked(0x81, "é ünïcode ✓".encode()), _masked(0x81, b"x" * 125),
+             _masked(0x81, b"y" * 126), _masked(0x81, b"z" * 65535), _masked(0x81, b"short", long_form=True),  # a longer length form than needed: 1002
+             _masked(0x81, b"\xff\xfe bad utf-8"), _masked(0x81, "é".encode()[:1]),  # invalid, or cut, UTF-8: 1007
+             _masked(0x01, b"first fragment"), _masked(0xC1, b"rsv1 without the extension"), subscribe.join([b"\x81\x05", b""]),  # unmasked
+             _masked(0x81, subscribe)[:10], _masked(0x81, subscribe) + _PONG, _masked(0x82, b"binary"), _masked(0x89, b"ping")]
+    for data in cases:
+        lite = WebSocketTransport(None, None)  # type: ignore[arg-type]
+        assert _events(lite, data) == _events(_server_transport(), data), data
+    # the usual subscribe builds nothing, and what follows it is still read from a frame boundary
+    lite = WebSocketTransport(None, None)  # type: ignore[arg-type]
+    (event,) = lite.feed(_masked(0x81, subscribe))
+    assert event.data == subscribe.decode() and lite._protocol is None and lite.lone_pong(_PONG)
+    (event,) = lite.feed(_masked(0x81, b"second"))
+    assert event.data == "second" and lite._protocol is None
+    assert [type(e).__name__ for e in lite.feed(_masked(0x89, b"ping"))] == ["Ping"] and lite._protocol is not None

@@ -85,6 +85,16 @@ class ClientConnection(ConnectionWriter):
                 if self._handle(transport.feed(chunk)):
                     await self._discard_until_closed()
                     return
+                if self._due and not data:
+                    # The answer to what the client just sent (SUBSCRIBED, a PONG, an error)
+                    # goes out now, not in the flusher's pass a scheduler round later: a
+                    # connecting dashboard waits for its SUBSCRIBED.  (The pass then finds
+                    # nothing left to write for this client.)
+                    try:
+                        self.flush()
+                    except Exception:  # a bug in the write ends this connection, as in the flusher's pass
+                        self.fault("write")
+                        return
         finally:
             hub.disconnect(session)
 

@@ -114,20 +114,21 @@ class ConnectionWriter:
         queue = self.session.outbound
         if queue.closing is None and not queue.resync_pending and self.transport.direct_write_possible:
             frames = queue.take()
-            if frames:
-                encoded = self._encoded(frames)
-                if encoded is None:  # a large frame is to be compressed off the loop first
-                    self._start_writer(frames)
-                    return
-                frames = encoded
-                gate = self.transport.gate
-                gate.write_now(frames)
-                flusher = self.flusher
-                flusher.writes += 1
-                flusher.frames_written += len(frames)
-                if not gate.needs_flush:
-                    queue.written()
-                    return
+            if not frames:
+                return  # nothing queued (the receive loop wrote its answer already, see ClientConnection.run)
+            encoded = self._encoded(frames)
+            if encoded is None:  # a large frame is to be compressed off the loop first
+                self._start_writer(frames)
+                return
+            frames = encoded
+            gate = self.transport.gate
+            gate.write_now(frames)
+            flusher = self.flusher
+            flusher.writes += 1
+            flusher.frames_written += len(frames)
+            if not gate.needs_flush:
+                queue.written()
+                return
         elif queue.closing is not None:
             if self._close_now(queue):
                 return
