@@ -82,19 +82,9 @@ class ClientConnection(ConnectionWriter):
                 if outbound.closing is not None and not hub.keep_parsing(session, len(chunk)):
                     await self._discard_until_closed()  # the core's call: a closing client's flood goes unparsed
                     return
-                if self._handle(transport.feed(chunk)):
+                if self._answer(transport.feed(chunk)):
                     await self._discard_until_closed()
                     return
-                if self._due and not data:
-                    # The answer to what the client just sent (SUBSCRIBED, a PONG, an error)
-                    # goes out now, not in the flusher's pass a scheduler round later: a
-                    # connecting dashboard waits for its SUBSCRIBED.  (The pass then finds
-                    # nothing left to write for this client.)
-                    try:
-                        self.flush()
-                    except Exception:  # a bug in the write ends this connection, as in the flusher's pass
-                        self.fault("write")
-                        return
         finally:
             hub.disconnect(session)
 
@@ -106,6 +96,23 @@ class ClientConnection(ConnectionWriter):
             self.hub.pong(self.session, monotonic())
             return True
         return False
+
+    def _answer(self, events: list[Event]) -> bool:
+        """``_handle`` the events, and write what that queued (SUBSCRIBED, a PONG, an ERROR, a
+        close) at once, not in the flusher's pass a scheduler round later: a connecting dashboard
+        waits for its SUBSCRIBED.  While handling, the connection counts as due, so the queue's
+        wake-ups ask for no pass; ``flush`` clears that.  When a pass is due anyway (fan-out
+        frames are waiting for it), the answers go with them."""
+        if self._due:
+            return self._handle(events)
+        self._due = True
+        try:
+            return self._handle(events)
+        finally:
+            try:
+                self.flush()
+            except Exception:  # a bug in the write ends this connection, as in the flusher's pass
+                self.fault("write")
 
     def _handle(self, events: list[Event]) -> bool:
         """Hand each event to the hub; True: parse nothing more (see ``Hub.peer_close``).  A frame

@@ -115,7 +115,7 @@ class ConnectionWriter:
         if queue.closing is None and not queue.resync_pending and self.transport.direct_write_possible:
             frames = queue.take()
             if not frames:
-                return  # nothing queued (the receive loop wrote its answer already, see ClientConnection.run)
+                return  # nothing queued: nothing to do (a writer task was started for nothing here before)
             encoded = self._encoded(frames)
             if encoded is None:  # a large frame is to be compressed off the loop first
                 self._start_writer(frames)
