@@ -223,3 +223,30 @@ def test_a_whole_text_message_in_one_frame_needs_no_frame_layer_and_anything_els
     (event,) = lite.feed(_masked(0x81, b"second"))
     assert event.data == "second" and lite._protocol is None
     assert [type(e).__name__ for e in lite.feed(_masked(0x89, b"ping"))] == ["Ping"] and lite._protocol is not None
+
+
+def test_bytes_after_the_close_handshake_are_refused_as_wsproto_refuses_them():
+    import pytest
+    from wsproto.utilities import LocalProtocolError
+
+    from uipd.server.transport import WebSocketTransport
+
+    for transport in (WebSocketTransport(None, None), _server_transport()):  # type: ignore[arg-type]
+        transport.close_frame(1001, "bye")
+        transport.feed(_masked_close(b"\x03\xe8"))
+        assert transport.closed
+        with pytest.raises(LocalProtocolError):
+            transport.feed(_masked(0x81, b""))
+        assert transport.closed
+
+
+def test_our_cached_close_frame_is_wsprotos_for_each_code_and_its_type():
+    from wsproto.connection import Connection, ConnectionType
+    from wsproto.events import CloseConnection
+    from wsproto.frame_protocol import CloseReason
+
+    from uipd.server.transport import server_close_frame
+
+    for code in (CloseReason.NO_STATUS_RCVD, 1005, 1000, CloseReason.NORMAL_CLOSURE, 4001):
+        expected = Connection(ConnectionType.SERVER).send(CloseConnection(code, ""))
+        assert server_close_frame(code, "") == expected, code

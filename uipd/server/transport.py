@@ -30,6 +30,7 @@ import trio
 import wsproto
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Event, Pong, TextMessage
+from wsproto.utilities import LocalProtocolError
 from wsproto.frame_protocol import (
     LOCAL_ONLY_CLOSE_REASONS, MAX_CLOSE_REASON, MAX_PROTOCOL_CLOSE_REASON, MIN_CLOSE_REASON, Buffer, CloseReason, FrameDecoder, FrameProtocol,
 )
@@ -47,7 +48,7 @@ IOV_MAX = 1024
 _NO_EVENTS = ()
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=64, typed=True)  # typed: wsproto writes CloseReason.NO_STATUS_RCVD as no code, 1005 as 1005
 def server_close_frame(code: int, reason: str) -> bytes:
     """Our close frame for (code, reason), as wsproto serializes it: a server's frames are not
     masked and control frames never compressed, so one copy serves every connection (a drain
@@ -371,6 +372,8 @@ class WebSocketTransport:
         it was: it sets :attr:`violation`.  A close frame the peer really sent moves the state on."""
         protocol = self._protocol
         if protocol is None and self.close_sent:
+            if self.peer_close is not None:
+                raise LocalProtocolError("Connection already closed.")  # as wsproto's closed connection does
             # Our close went out with no frame layer built (``close_frame``): the usual answer,
             # one close frame, ends the handshake without one (a drain reads one from every
             # client; building wsproto's layer to parse it was a fifth of the drain's CPU).
