@@ -106,3 +106,40 @@ async def test_a_clients_own_answers_are_written_by_its_receive_loop_without_a_p
     await client.send_json({"action": "ping"})
     assert (await client.recv_json())["type"] == "PONG"
     assert flusher.writer_starts == starts
+
+
+async def test_a_write_failing_in_a_clients_answer_ends_that_connection_only(daemon, monkeypatch, caplog):
+    """The receive loop's write of an answer (``ClientConnection._answer``) is the connection's
+    own fault boundary: a bug there drops that client with one log line, and a canary goes on
+    receiving publishes and answers."""
+    import logging
+
+    from uipd.server.connection import ClientConnection
+    from uipd.server.flusher import Flusher
+
+    caplog.set_level(logging.WARNING)
+    victim, canary = await connect(daemon), await connect(daemon)
+    for client in (victim, canary):
+        await client.barrier()
+    victim_id = next(iter(daemon.connections))
+    flush = ClientConnection.flush
+
+    def failing_flush(self):
+        if self.session.id == victim_id:
+            raise RuntimeError("a bug in one client's answer")
+        flush(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Flusher, "schedule", lambda self, connection: None)  # only the answer's own write runs
+        patch.setattr(ClientConnection, "flush", failing_flush)
+        await victim.send_json({"action": "ping"})
+        assert await victim.expect_close(timeout=5) in (None, 1006)
+    with trio.fail_after(5):
+        while victim_id in daemon.connections:
+            await trio.sleep(0.01)
+    daemon.hub.publish(from_api_body({"topic": "accidents", "data": [{"id": "a", "n": 7}]}, broadcast=False), now())
+    assert (await canary.recv_json())["data"][0]["n"] == 7
+    await canary.send_json({"action": "ping"})
+    assert (await canary.recv_json())["type"] == "PONG"
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("uipd") and r.levelno >= logging.WARNING]
+    assert len(ours) == 1 and victim_id in ours[0] and "write failed" in ours[0], ours

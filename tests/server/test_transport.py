@@ -162,6 +162,7 @@ def test_our_close_without_a_frame_layer_is_wsprotos_frame_and_every_reply_ends_
                b"\x81\x82\x00\x00\x00\x00hi" + _masked_close(b"\x03\xe8"),  # a message before the close
                _PONG]
     replies += [_masked_close(code.to_bytes(2, "big") + b"r") for code in range(990, 5010)]
+    replies += [_masked(0x88, b"\x03\xe8" + b"r" * 124), _masked(0x88, b"\x03\xe8", long_form=True)]  # over 125 bytes; the long form
     for data in replies:
         frame, lite = _lite_reply(data)
         assert frame == expected_frame

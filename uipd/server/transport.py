@@ -30,10 +30,10 @@ import trio
 import wsproto
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Event, Pong, TextMessage
-from wsproto.utilities import LocalProtocolError
 from wsproto.frame_protocol import (
     LOCAL_ONLY_CLOSE_REASONS, MAX_CLOSE_REASON, MAX_PROTOCOL_CLOSE_REASON, MIN_CLOSE_REASON, Buffer, CloseReason, FrameDecoder, FrameProtocol,
 )
+from wsproto.utilities import LocalProtocolError
 
 from uipd.core.closecodes import MESSAGE_TOO_BIG
 from uipd.server.idle import RECEIVE_BYTES, Consume, IdleReader
@@ -48,7 +48,7 @@ IOV_MAX = 1024
 _NO_EVENTS = ()
 
 
-@lru_cache(maxsize=64, typed=True)  # typed: wsproto writes CloseReason.NO_STATUS_RCVD as no code, 1005 as 1005
+@lru_cache(maxsize=64, typed=True)  # typed: wsproto writes CloseReason.NO_STATUS_RCVD as no code, the int 1005 as 1000
 def server_close_frame(code: int, reason: str) -> bytes:
     """Our close frame for (code, reason), as wsproto serializes it: a server's frames are not
     masked and control frames never compressed, so one copy serves every connection (a drain
@@ -56,25 +56,40 @@ def server_close_frame(code: int, reason: str) -> bytes:
     return bytes(Connection(ConnectionType.SERVER).send(CloseConnection(code, reason)))
 
 
-def _unmasked(mask: bytes, payload: bytes) -> bytes:
-    """A client frame's payload with its mask key applied (one big-integer XOR: C speed)."""
-    n = len(payload)
-    key = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+def _one_masked_frame(data: bytes, first_byte: int) -> bytes | None:
+    """The unmasked payload if ``data`` is exactly one masked client frame whose first byte
+    (FIN, RSV bits, opcode) is ``first_byte`` and whose length is in the shortest form, as
+    wsproto requires; None for anything else (which then goes through wsproto)."""
+    if len(data) < 6 or data[0] != first_byte or data[1] & 0x80 == 0:
+        return None
+    n = data[1] & 0x7F
+    if n == 126:
+        if len(data) < 8:
+            return None
+        n = int.from_bytes(data[2:4], "big")
+        if n <= 125:
+            return None  # wsproto refuses a longer length form than needed
+        start = 8
+    elif n == 127:
+        return None  # 64 KiB or more: wsproto's (and past max_message_bytes anyway)
+    else:
+        start = 6
+    if len(data) != start + n:
+        return None
+    # the mask applied with one big-integer XOR (C speed, where wsproto translates byte by byte)
+    mask = (data[start - 4:start] * (n // 4 + 1))[:n]
+    return (int.from_bytes(data[start:], "little") ^ int.from_bytes(mask, "little")).to_bytes(n, "little")
 
 
 def lone_close_reply(data: bytes) -> CloseConnection | None:
     """``data`` as exactly one masked client close frame that wsproto would accept (its code
     valid, its reason UTF-8), as the event wsproto would make of it; None for anything else,
     which then goes through wsproto (and its refusal, if it is one)."""
-    if len(data) < 6 or data[0] != 0x88 or data[1] & 0x80 == 0:
-        return None
-    n = data[1] & 0x7F
-    if len(data) != 6 + n or n == 1 or n > 125:
-        return None
-    if n == 0:
+    payload = _one_masked_frame(data, 0x88)
+    if payload is None or len(payload) == 1 or len(payload) > 125:
+        return None  # a control frame's payload is at most 125 bytes
+    if not payload:
         return CloseConnection(CloseReason.NO_STATUS_RCVD, "")
-    payload = _unmasked(data[2:6], data[6:])
     (code,) = struct.unpack("!H", payload[:2])
     if code < MIN_CLOSE_REASON or code > MAX_CLOSE_REASON:
         return None
@@ -97,24 +112,11 @@ def lone_text_message(data: bytes) -> TextMessage | None:
     its length in the shortest form, valid UTF-8), as the event wsproto would make of it; None
     for anything else, which goes through wsproto.  A dashboard's subscribe is such a frame: parsed
     here, it needs no frame layer (~0.9 KiB a client, and its construction on every connect)."""
-    if len(data) < 6 or data[0] != 0x81 or data[1] & 0x80 == 0:
-        return None
-    n = data[1] & 0x7F
-    if n == 126:
-        if len(data) < 8:
-            return None
-        n = int.from_bytes(data[2:4], "big")
-        if n <= 125:
-            return None  # wsproto refuses a longer length form than needed
-        start = 8
-    elif n == 127:
-        return None  # 64 KiB or more: wsproto's (and past max_message_bytes anyway)
-    else:
-        start = 6
-    if len(data) != start + n:
+    payload = _one_masked_frame(data, 0x81)
+    if payload is None:
         return None
     try:
-        text = _unmasked(data[start - 4:start], data[start:]).decode("utf-8")
+        text = payload.decode("utf-8")
     except UnicodeDecodeError:
         return None
     return TextMessage(text, frame_finished=True, message_finished=True)
