@@ -1,6 +1,8 @@
 """PROTOCOL.md section 1 over real sockets: handshake paths, the connection message, the SNAPSHOT."""
 
 import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
 
 from tests.conftest import DEFAULT_TOPICS, connect
 from tests.wsclient import RawClient, Rejected
@@ -59,3 +61,21 @@ async def test_handshake_timeout_drops_a_silent_connection(daemon_factory):
         stream = await trio.open_tcp_stream("127.0.0.1", d.ws_port)
         with trio.fail_after(3):
             assert await stream.receive_some(100) == b""
+
+
+async def test_the_101_the_connection_message_and_the_snapshot_arrive_in_one_read(daemon):
+    """On a plain socket the 101 is written with the first frames in one system call: a client
+    reads its whole opening at once (the 101 alone, then the frames a flusher pass later, cost
+    every connecting client one read and one wake-up more)."""
+    for _ in range(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", daemon.ws_port)
+        ws = WSConnection(ConnectionType.CLIENT)
+        await stream.send_all(ws.send(Request(host="127.0.0.1", target="/")))
+        with trio.fail_after(5):
+            await trio.lowlevel.wait_readable(stream.socket)
+        ws.receive_data(await stream.socket.recv(1 << 16))  # one read, at the first wake-up (data is there)
+        events = list(ws.events())
+        assert isinstance(events[0], AcceptConnection)
+        texts = [e.data for e in events[1:] if isinstance(e, TextMessage)]
+        assert len(texts) == 2 and '"type":"connection"' in texts[0] and '"type":"SNAPSHOT"' in texts[1]
+        await stream.aclose()

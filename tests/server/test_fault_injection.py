@@ -2,11 +2,12 @@
 
 A real daemon; a canary client subscribed to ``accidents`` receives a steady stream of UPDATEs
 published through the HTTP API the whole time.  For each step a connection goes through
-(construction, ``hub.connect``, ``hub.receive``, the flusher's ``flush``, the writer, the close,
-closing the socket, ``hub.disconnect``, the heartbeat's handling of its session, register and
-unregister), one victim connection is made to raise there.  The daemon must survive, the victim's
-connection must end, the error must be logged once naming the victim's client id, and the canary
-must see every message in seq order with no gap.
+(construction, ``hub.connect``, register, the opening write, ``hub.receive``, the flusher's
+``flush``, the writer, the close, closing the socket, ``hub.disconnect``, the heartbeat's handling
+of its session, unregister), one victim connection is made to raise there.  The daemon must survive, the victim's
+connection must end (a victim refused while its session is made gets a 500), the error must be
+logged once naming the victim's client id, and the canary must see every message in seq order
+with no gap.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import trio
 from wsproto.events import BytesMessage, TextMessage
 
 from tests.conftest import connect, running_daemon
-from tests.wsclient import Closed, RawClient
+from tests.wsclient import Closed, RawClient, Rejected
 from uipd.core import hub as hub_module
 from uipd.core.dispatch import Dispatcher
 from uipd.core.hub import Hub
@@ -132,6 +133,18 @@ def _flush(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
         original(self)
 
     mp.setattr(ClientConnection, "flush", flush)
+
+
+def _open(mp: pytest.MonkeyPatch, fault: Fault, d: Daemon) -> None:
+    original = ClientConnection.open
+
+    def open_(self: ClientConnection, answer: bytes | None) -> None:
+        if fault.armed and not fault.fired:
+            fault.victim = self.session.id
+            fault.fire("runtime")
+        original(self, answer)
+
+    mp.setattr(ClientConnection, "open", open_)
 
 
 def _transport_method(name: str) -> Callable[[pytest.MonkeyPatch, Fault, Daemon], None]:
@@ -278,6 +291,7 @@ STEPS: dict[str, tuple[Callable[[pytest.MonkeyPatch, Fault, Daemon], None], Any]
     "construction": (_construction, None),
     "hub.connect": (_hub_connect, None),
     "register": (_register, None),
+    "open": (_open, None),
     "hub.receive": (_receive, _send_ping),
     "flush": (_flush, _nothing),
     "writer": (_transport_method("write"), _send_ping_then_binary),
@@ -327,9 +341,17 @@ async def test_one_connection_failing_at_any_step_leaves_the_daemon_and_the_cana
             nursery.start_soon(read_canary, canary, seen)
             await until(lambda: len(seen) >= 5)
 
+            victim: RawClient | None = None
             if trigger is None:  # the victim's connection fails while it is being set up
                 fault.armed = True
-                victim = await RawClient.connect(d.ws_port)  # the 101 is out before the connection is built
+                if step == "open":  # registered, then its opening write failed: dropped, nothing written
+                    with pytest.raises(Closed):
+                        await RawClient.connect(d.ws_port)
+                else:  # the 101 waits for the session: the victim is answered 500 instead
+                    with pytest.raises(Rejected) as refused:
+                        await RawClient.connect(d.ws_port)
+                    assert refused.value.status == 500
+                    assert d.clients.refusals["internal_error"] == 1
             else:
                 victim = await RawClient.connect(d.ws_port)
                 hello, _ = await victim.handshake_messages()
@@ -337,7 +359,7 @@ async def test_one_connection_failing_at_any_step_leaves_the_daemon_and_the_cana
                 fault.on_arm()
                 fault.armed = True
                 await trigger(victim)
-            if trigger is not _hang_up:
+            if victim is not None and trigger is not _hang_up:
                 assert await victim.expect_close(timeout=5) in (None, 1006)  # dropped: no close frame
             await until(lambda: fault.fired >= 1)
             await until(lambda: fault.victim is not None and fault.victim not in d.connections)
@@ -357,7 +379,8 @@ async def test_one_connection_failing_at_any_step_leaves_the_daemon_and_the_cana
         # no slot is held for the victim (admission reserves one until registration)
         assert d.clients.pending == 0 and sum(d.clients.per_ip.values()) == len(d.connections)
         assert seen == list(range(seen[0], seen[0] + len(seen)))
-        await trio.aclose_forcefully(victim.stream)
+        if victim is not None:
+            await trio.aclose_forcefully(victim.stream)
         await canary.aclose()
 
     assert fault.fired >= 1 and fault.victim

@@ -20,7 +20,7 @@ class Refusal:
     """A short key (``bad_request``, ``unsupported_version``, ``request_too_large``,
     ``duplicate_header``, ``not_found``, ``shutting_down``, ``forbidden_origin``,
     ``unauthorized``, ``too_many_clients``, ``too_many_per_ip``, ``bad_query``, ``forbidden_topic``,
-    ``overloaded``), used for logs and metrics."""
+    ``overloaded``, ``internal_error``), used for logs and metrics."""
     retry_after: int | None = None
     """Seconds for a ``Retry-After`` header (the 503s: see ``retry_later``)."""
 
@@ -51,6 +51,8 @@ BAD_QUERY = Refusal(400, "bad_query")
 """``?topics=`` or ``?since=`` malformed or naming an unknown topic (uipd.core.recovery)."""
 FORBIDDEN_TOPIC = Refusal(403, "forbidden_topic")
 """``?topics=`` outside the client's JWT ``topics`` claim."""
+INTERNAL_ERROR = Refusal(500, "internal_error")
+"""An accepted handshake whose session could not be made (a bug, logged): written instead of the 101."""
 
 
 def valid_key(key: str | None) -> bool:

@@ -47,7 +47,7 @@ _LIST_HEADERS = frozenset({"connection", "sec-websocket-extensions"})
 
 _STATUS_TEXT = {
     101: "Switching Protocols", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    426: "Upgrade Required", 429: "Too Many Requests", 503: "Service Unavailable",
+    426: "Upgrade Required", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
 }
 
 

@@ -19,9 +19,10 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, Tex
 from wsproto.utilities import ProtocolError
 
 from uipd.runtime.auth import Identity
-from uipd.core.admission import Refusal
+from uipd.core.admission import INTERNAL_ERROR, Refusal
 from uipd.core.hub import Hub
 from uipd.core.recovery import NO_ASK, parse_handshake_query
+from uipd.core.upgrade import refusal_answer
 from uipd.server.clock import monotonic, now, spread, wall
 from uipd.server.flusher import Flusher
 from uipd.server.handshake import UpgradeRequest, open_handshake, refuse_at_once
@@ -229,6 +230,7 @@ async def serve_stream(stream: trio.abc.Stream, host: ConnectionHost) -> None:
     gate = WriteGate(stream, host.idle_reader)
     client_id, ip = new_client_id(), "?"
     reserved = False  # admitted and not registered yet: a connection slot is held for this client
+    unanswered: bytes | None = None  # the 101 of an accepted handshake, until the connection writes it
     ask = NO_ASK
 
     def decide(request: UpgradeRequest) -> Refusal | Identity:
@@ -271,7 +273,7 @@ async def serve_stream(stream: trio.abc.Stream, host: ConnectionHost) -> None:
             if outcome is not None:
                 host.count_refusal(outcome)
             return
-        request, identity, protocol = outcome
+        request, identity, protocol, unanswered = outcome
         del outcome, decide  # kept for the connection's life otherwise (this frame is on its stack)
         expires_in = None if identity.expires_at is None else identity.expires_at - wall()
         kind = _KINDS[gate.has_fast_path, request.deflate]
@@ -288,6 +290,12 @@ async def serve_stream(stream: trio.abc.Stream, host: ConnectionHost) -> None:
                 hub.disconnect(connection.session)  # run(), which ends the session, never started
                 raise
             reserved = False  # the slot is the registered connection's now
+            answer, unanswered = unanswered, None
+            try:
+                connection.open(answer)
+            except Exception:  # a bug in the write: dropped as in the flusher's pass (``run`` ends the session)
+                connection.fault("open")
+            del answer
             compression.clients += kind.deflate
             try:
                 await connection.run()
@@ -302,6 +310,11 @@ async def serve_stream(stream: trio.abc.Stream, host: ConnectionHost) -> None:
         log.error("client %s (%s): connection ended by an unexpected error", client_id, ip, exc_info=group)
     finally:
         try:
+            if unanswered is not None:
+                # Accepted, then the session could not be made: the client gets a 500, not a silent close.
+                host.count_refusal(INTERNAL_ERROR)
+                if gate.direct_write_possible:
+                    gate.write_now([refusal_answer(INTERNAL_ERROR)])
             if reserved:
                 host.release(ip)
             if not gate.close_now():  # TLS: its close may await

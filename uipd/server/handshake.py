@@ -6,6 +6,8 @@ Reading and checking the request and writing the answers is :mod:`uipd.core.upgr
 this module reads the socket for it, negotiates permessage-deflate (:mod:`uipd.server.deflate`)
 and builds the open connection's frame layer, a wsproto ``Connection``, directly: nothing of the
 handshake is kept once the answer is written (:class:`uipd.server.transport.WebSocketTransport`).
+On a plain socket the ``101`` is not written here: the connection writes it with its first frames
+(``ConnectionWriter.open``).
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ Admitted = TypeVar("Admitted")
 
 async def open_handshake(
     gate: WriteGate, decide: Callable[[UpgradeRequest], Refusal | Admitted], *, inflate_limit: int | None = None
-) -> tuple[UpgradeRequest, Admitted, Connection | None] | Refusal | None:
-    """Run the handshake on ``gate``: when accepted, the request, what ``decide`` said of it, and
-    wsproto's frame layer for the open connection; the refusal when the client was refused (it is
+) -> tuple[UpgradeRequest, Admitted, Connection | None, bytes | None] | Refusal | None:
+    """Run the handshake on ``gate``: when accepted, the request, what ``decide`` said of it,
+    wsproto's frame layer for the open connection, and the ``101`` if it is still to be written
+    (a plain socket: the caller writes it with the connection's first frames, so the client reads
+    its whole opening at once; None: written here, on TLS); the refusal when the client was refused (it is
     written; the caller counts it), whoever refused it; None when the client went away.  The
     caller bounds the time it may take.
 
@@ -58,8 +62,10 @@ async def open_handshake(
     answer, connection, negotiated = accept_upgrade(request, deflate)
     if negotiated:
         request = evolve(request, deflate=True)
+    if gate.has_fast_path:
+        return request, decision, connection, answer
     await gate.send(answer)
-    return request, decision, connection
+    return request, decision, connection, None
 
 
 def accept_upgrade(request: UpgradeRequest, deflate: DeflateExtension | None) -> tuple[bytes, Connection | None, bool]:

@@ -74,14 +74,45 @@ class ConnectionWriter:
         self.close_timeout = close_timeout
         self._writing = False
         self._due = True
-        """Waiting for the flusher's next pass.  True while the session is made: the frames
-        ``hub.connect`` queues must not make the flusher see a connection with no session yet (if
-        ``connect`` raises, nothing refers to this half-built connection)."""
+        """Waiting for the flusher's next pass.  True until ``open``: the frames ``hub.connect``
+        queues must not make the flusher see a connection with no session yet (if ``connect``
+        raises, nothing refers to this half-built connection), nor one that is not registered."""
         self._write_scope: trio.CancelScope | None = None
         self.session: Session = hub.connect(
             client_id, now(), self, allowed_topics=allowed_topics, expires_in=expires_in, topics=topics, since=since
         )
-        flusher.schedule(self)  # its connection message and SNAPSHOT
+
+    def open(self, answer: bytes | None) -> None:
+        """The connection is registered: write what ``hub.connect`` queued (the connection
+        message, the SNAPSHOT), after ``answer``, the handshake's ``101`` when it is not written
+        yet (a plain socket), in the same system call.  A client then reads its whole opening at
+        once: the 101 written alone, and the frames a flusher pass later, cost it one read and one
+        wake-up more per connect (a connection storm's generator is CPU-bound on exactly that)."""
+        if answer is None:
+            self.flush()
+            return
+        queue = self.session.outbound
+        gate = self.transport.gate
+        if queue.closing is None and not queue.resync_pending:
+            taken = queue.take()
+            frames = self._encoded(taken) if taken else []
+            if frames is None:  # a large SNAPSHOT to be compressed off the loop first: the 101 now
+                gate.write_now([answer])
+                self._due = False
+                self._start_writer(taken)
+                return
+            gate.write_now([answer, *frames])
+            self._due = False
+            flusher = self.flusher
+            flusher.writes += 1
+            flusher.frames_written += len(frames)
+            if gate.needs_flush:
+                self._start_writer()  # the rest of a partial write, or the reset it found
+            elif taken:
+                queue.written()
+            return
+        gate.write_now([answer])
+        self.flush()
 
     def fault(self, step: str, exc: BaseException | None = None) -> None:
         """A bug in one of this connection's steps run by a shared task (the flusher's write
