@@ -69,6 +69,16 @@ def test_new_epoch_alerts_lost_old_servers_and_resync() -> None:
     assert p.message(update("a", 11)).apply
 
 
+def test_a_plain_snapshot_in_a_new_epoch_reports_alerts_lost() -> None:
+    """The recovery URL failed (the daemon was down), the plain connect's SNAPSHOT is in the new
+    daemon's epoch, and the ask sent after it may be refused (rate_limited): the loss is still told."""
+    p = Positions()
+    assert p.snapshot(snap({"a": (5, "OLD"), "b": (1, "OLD")})).alerts_lost == [], "a first SNAPSHOT loses nothing"
+    assert p.snapshot(snap({"a": (5, "OLD")}, resync=True)).alerts_lost == [], "the same epoch loses nothing"
+    assert p.snapshot(snap({"a": (1, "NEW"), "b": (1, "OLD")})).alerts_lost == ["a"], "another daemon run"
+    assert p.snapshot(snap({"b": (2, "NEW")}, alertsLost=["b"])).alerts_lost == ["b"], "said by the server: once"
+
+
 def test_a_refused_ask_and_a_new_connection_ask_again_and_memory_is_bounded() -> None:
     p = Positions()
     p.snapshot(snap({"a": (1, "E")}))

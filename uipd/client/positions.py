@@ -97,14 +97,20 @@ class Positions:
         position (a section without one, from a server before version 1.1, forgets it: numbering
         against it could drop every later message as a duplicate)."""
         positions = _mapping(msg.get("positions"))
+        new_epoch = []
         for topic in _mapping(msg.get("data")):
-            p = positions.get(topic)
+            p, had = positions.get(topic), self._last.get(topic)
+            if had is not None and _is_position(p) and p["epoch"] != had.epoch:
+                new_epoch.append(topic)
             if _is_position(p):
                 self._last[topic] = Position(p["seq"], p["epoch"])
             else:
                 self._last.pop(topic, None)
             self._asked.discard(topic)
         recovered, lost = _strings(msg.get("recovered")), _strings(msg.get("alertsLost"))
+        # A section in a new epoch for a topic we had a position in: the server's history
+        # restarted, so ALERTs may have been missed, whether or not this SNAPSHOT answers a since.
+        lost += [t for t in new_epoch if t not in lost]
         self._asked.difference_update(recovered, lost)
         alerts = []
         for topic, listed in _mapping(msg.get("missedAlerts")).items():

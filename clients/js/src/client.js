@@ -51,6 +51,8 @@ export class UipdClient extends Emitter {
   #gotConnection = false; // the current socket's `connection` message arrived
   #sinceAfterOpen = null;
   #skipSections = null;
+  /** The fallback's subscribe with since, sent when the connect SNAPSHOT has been handled. */
+  #askAfterSnapshot = null;
   #urlTopics = null;
 
   /**
@@ -188,6 +190,7 @@ export class UipdClient extends Emitter {
     this.#socket = socket;
     this.#gotConnection = false;
     this.#positions.newConnection();
+    this.#askAfterSnapshot = null; // an ask of the old connection is not sent on this one
     let httpStatus;
     // Until the server's `connection` message arrives we do not know its heartbeat: a handshake
     // that stalls (frozen daemon, black-holed port) is cut by connectTimeout instead.
@@ -280,6 +283,11 @@ export class UipdClient extends Emitter {
     for (const alert of alerts) this.emit('alert', alert);
     if (recovered.length) this.emit('recovered', recovered);
     if (alertsLost.length) this.emit('alertsLost', alertsLost);
+    const ask = this.#askAfterSnapshot;
+    if (ask) {
+      this.#askAfterSnapshot = null;
+      this.#send(ask);
+    }
   }
 
   /** Messages of a topic were lost on the way: ask the server for them (section 8). */
@@ -304,7 +312,10 @@ export class UipdClient extends Emitter {
     }
     this.#skipSections = new Set(names);
     this.#positions.asking(names);
-    this.#send({ action: 'subscribe', topics, since, snapshot: true });
+    // Sent once the connect SNAPSHOT is in: while it is still on its way the server refuses a
+    // request for another (ERROR rate_limited, one SNAPSHOT in flight at a time), and its sections
+    // for these topics are skipped, so the refused ask would leave them stale and a restart untold.
+    this.#askAfterSnapshot = { action: 'subscribe', topics, since, snapshot: true };
   }
 
   #restoreSubscriptions() {

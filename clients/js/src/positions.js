@@ -74,14 +74,21 @@ export class Positions {
    */
   snapshot(msg) {
     const positions = isObject(msg.positions) ? msg.positions : {};
+    const newEpoch = [];
     for (const topic of Object.keys(isObject(msg.data) ? msg.data : {})) {
       const p = positions[topic];
+      const had = this.#last.get(topic);
+      if (had && isPosition(p) && p.epoch !== had.epoch) newEpoch.push(topic);
       if (isPosition(p)) this.#last.set(topic, { seq: p.seq, epoch: p.epoch });
       else this.#last.delete(topic);
       this.#asked.delete(topic);
     }
     const recovered = strings(msg.recovered);
+    // A section in a new epoch for a topic we had a position in: the server's history restarted
+    // (another daemon run), so ALERTs may have been missed, whether or not this SNAPSHOT answers
+    // a `since` (a plain connect after failed recovery URLs, or an ask refused as rate_limited).
     const alertsLost = strings(msg.alertsLost);
+    for (const topic of newEpoch) if (!alertsLost.includes(topic)) alertsLost.push(topic);
     for (const topic of [...recovered, ...alertsLost]) this.#asked.delete(topic);
     const alerts = [];
     for (const [topic, list] of Object.entries(isObject(msg.missedAlerts) ? msg.missedAlerts : {})) {

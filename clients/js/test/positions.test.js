@@ -66,6 +66,14 @@ describe('Positions', () => {
     assert.equal(p.message(update('a', 11)).apply, true);
   });
 
+  test('a plain SNAPSHOT in a new epoch reports alertsLost (recovery URL failed, or the ask was refused)', () => {
+    const p = new Positions();
+    assert.deepEqual(p.snapshot(snap({ a: [5, 'OLD'], b: [1, 'OLD'] })).alertsLost, [], 'a first SNAPSHOT loses nothing');
+    assert.deepEqual(p.snapshot(snap({ a: [5, 'OLD'] }, { resync: true })).alertsLost, [], 'the same epoch loses nothing');
+    assert.deepEqual(p.snapshot(snap({ a: [1, 'NEW'], b: [1, 'OLD'] })).alertsLost, ['a'], 'another daemon run');
+    assert.deepEqual(p.snapshot(snap({ b: [2, 'NEW'] }, { alertsLost: ['b'] })).alertsLost, ['b'], 'said by the server: once');
+  });
+
   test('a refused ask and a new connection let the next gap ask again', () => {
     const p = new Positions();
     p.snapshot(snap({ a: [1, 'E'] }));
