@@ -91,27 +91,12 @@ class ConnectionWriter:
         if answer is None:
             self.flush()
             return
+        self._due = False
         queue = self.session.outbound
-        gate = self.transport.gate
         if queue.closing is None and not queue.resync_pending:
-            taken = queue.take()
-            frames = self._encoded(taken) if taken else []
-            if frames is None:  # a large SNAPSHOT to be compressed off the loop first: the 101 now
-                gate.write_now([answer])
-                self._due = False
-                self._start_writer(taken)
-                return
-            gate.write_now([answer, *frames])
-            self._due = False
-            flusher = self.flusher
-            flusher.writes += 1
-            flusher.frames_written += len(frames)
-            if gate.needs_flush:
-                self._start_writer()  # the rest of a partial write, or the reset it found
-            elif taken:
-                queue.written()
+            self._write_taken(queue.take(), answer)
             return
-        gate.write_now([answer])
+        self.transport.gate.write_now([answer])
         self.flush()
 
     def fault(self, step: str, exc: BaseException | None = None) -> None:
@@ -145,27 +130,35 @@ class ConnectionWriter:
         queue = self.session.outbound
         if queue.closing is None and not queue.resync_pending and self.transport.direct_write_possible:
             frames = queue.take()
-            if not frames:
-                return  # nothing queued: nothing to do (a writer task was started for nothing here before)
-            encoded = self._encoded(frames)
-            if encoded is None:  # a large frame is to be compressed off the loop first
-                self._start_writer(frames)
-                return
-            frames = encoded
-            gate = self.transport.gate
-            gate.write_now(frames)
-            flusher = self.flusher
-            flusher.writes += 1
-            flusher.frames_written += len(frames)
-            if not gate.needs_flush:
-                queue.written()
-                return
+            if frames:  # nothing queued: nothing to do (a writer task was started for nothing here before)
+                self._write_taken(frames)
+            return
         elif queue.closing is not None:
             if self._close_now(queue):
                 return
         elif not len(queue) and not queue.resync_pending:
             return
         self._start_writer()  # the rest of a partial write, a close, a resync, or no direct path
+
+    def _write_taken(self, frames: list[bytes], head: bytes | None = None) -> None:
+        """Write frames just taken from the queue, after ``head`` (the 101, see ``open``), with
+        one system call; what the kernel does not take, or a large frame still to be compressed
+        off the loop, is left to a writer task."""
+        encoded = self._encoded(frames) if frames else []
+        gate = self.transport.gate
+        if encoded is None:
+            if head is not None:
+                gate.write_now([head])
+            self._start_writer(frames)
+            return
+        gate.write_now(encoded if head is None else [head, *encoded])
+        flusher = self.flusher
+        flusher.writes += 1
+        flusher.frames_written += len(encoded)
+        if gate.needs_flush:
+            self._start_writer()  # the rest of a partial write, or the reset it found
+        elif frames:
+            self.session.outbound.written()
 
     def write_ping(self, frame: bytes) -> bool:
         """The heartbeat's direct path (``liveness.WritePing``): write a ping now when nothing is
